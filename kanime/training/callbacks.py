@@ -1,0 +1,197 @@
+"""Callbacks of a run: logs, sample grids, backups, exports, NaN guard, progress bar.
+
+They act at the end of a Keras epoch, which `kanime.training.fit` sets to
+`logging.log_every` steps: on JAX that is when Keras writes the jitted
+state back into the variables, so reading weights there costs nothing extra.
+"""
+
+import json
+import math
+import os
+import warnings
+
+import keras
+
+from kanime.models.export import save_model_atomic
+from kanime.training.checkpoint import save_state
+from kanime.viz.grids import image_grid, save_png, to_uint8
+
+
+class SummaryWriter:
+    """TensorBoard scalars and images when TensorFlow is importable; a no-op otherwise."""
+
+    def __init__(self, logdir):
+        try:
+            import tensorflow as tf
+        except ImportError:
+            warnings.warn(
+                "TensorFlow is not installed: TensorBoard logs are off; losses still go to "
+                f"{os.path.join(logdir, 'metrics.jsonl')}.",
+                stacklevel=2,
+            )
+            self._tf = None
+            return
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(logdir)
+
+    def scalars(self, values, step):
+        if self._tf is None:
+            return
+        with self._writer.as_default(step=step):
+            for name, value in values.items():
+                self._tf.summary.scalar(name, value)
+        self._writer.flush()
+
+    def image(self, name, image, step):
+        if self._tf is None:
+            return
+        with self._writer.as_default(step=step):
+            self._tf.summary.image(name, image[None], max_outputs=1)
+        self._writer.flush()
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stopped and kept its last good backup."""
+
+
+class RunMonitor(keras.callbacks.Callback):
+    """Writes a run's logs, sample grids, backups and exports at their intervals.
+
+    Args:
+        run_dir: the run folder (`logs/`, `samples/`, `backup/` and the `.keras` files).
+        total_steps: the step the run ends at.
+        log_every, image_every, backup_every, export_every: intervals in steps.
+        grid_inputs: `(z, tags, rows, cols)`: fixed noise and tags of the sample grid.
+        meta: extra keys stored in each backup.
+    """
+
+    def __init__(self, run_dir, total_steps, log_every, image_every, backup_every,
+                 export_every, grid_inputs, meta=None):  # fmt: skip
+        super().__init__()
+        self.run_dir = run_dir
+        self.total_steps = total_steps
+        self.log_every = log_every
+        self.image_every = image_every
+        self.backup_every = backup_every
+        self.export_every = export_every
+        self.grid_z, self.grid_tags, self.grid_rows, self.grid_cols = grid_inputs
+        self.meta = meta or {}
+        self.failure = None
+        self.last_backup_step = None
+        os.makedirs(self.path("logs"), exist_ok=True)
+        self.writer = SummaryWriter(self.path("logs"))
+
+    def path(self, *parts):
+        return os.path.join(self.run_dir, *parts)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = self.model.step
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            self.failure = (step, bad)
+            self.model.stop_training = True
+            return
+        lr = self.model.g_optimizer.learning_rate
+        values["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        with open(self.path("logs", "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        self.writer.scalars(values, step)
+        final = step >= self.total_steps
+        if final or step % self.image_every == 0:
+            self.write_samples(step)
+        if final or step % self.backup_every == 0:
+            self.backup()
+        if final or step % self.export_every == 0:
+            self.export()
+
+    def write_samples(self, step):
+        images = self.model.ema_generator.predict(
+            [self.grid_z, self.grid_tags], batch_size=64, verbose=0
+        )
+        grid = image_grid(to_uint8(images), self.grid_rows, self.grid_cols)
+        save_png(self.path("samples", f"step-{step:07d}.png"), grid)
+        self.writer.image("samples/ema", grid, step)
+
+    def backup(self):
+        info = save_state(self.model, self.path("backup", "state.npz"), **self.meta)
+        self.last_backup_step = info["step"]
+
+    def export(self):
+        save_model_atomic(self.model.ema_generator, self.path("generator.keras"))
+        save_model_atomic(self.model.discriminator, self.path("discriminator.keras"))
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """A rich progress bar over training steps, with the latest losses."""
+
+    def __init__(self, total_steps, initial_step=0, enabled=True):
+        super().__init__()
+        self.total_steps = total_steps
+        self.initial_step = initial_step
+        self.enabled = enabled
+        self.progress = None
+
+    def on_train_begin(self, logs=None):
+        if not self.enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[losses]}"),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "fit", total=self.total_steps, completed=self.initial_step, losses=""
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.progress is None or not logs:
+            return
+        shown = ("d_loss", "g_loss", "gp", "g_tag_loss")
+        text = " ".join(f"{k}={float(logs[k]):.3f}" for k in shown if k in logs)
+        self.progress.update(self.task, completed=self.model.step, losses=text)
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def finite_or_raise(monitor, run_dir):
+    """Raises `NonFiniteLossError` when `monitor` saw a NaN or infinite loss."""
+    if monitor.failure is None:
+        return
+    step, bad = monitor.failure
+    kept = (
+        f"the last good backup (step {monitor.last_backup_step}) is kept"
+        if monitor.last_backup_step is not None
+        else "no backup had been written yet"
+    )
+    names = ", ".join(f"{k}={v}" for k, v in bad.items())
+    raise NonFiniteLossError(
+        f"Training stopped at step {step}: {names}. In {run_dir}, {kept}; running the same "
+        "command again resumes from it. Lower training.learning_rate or raise "
+        "training.lambda_gp if it happens again."
+    )
+
+

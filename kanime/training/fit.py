@@ -1,0 +1,243 @@
+"""`kanime fit`: train a recipe into a run directory, resuming where it stopped.
+
+A run directory holds:
+
+- `recipe.yaml`: the resolved recipe;
+- `logs/`: TensorBoard events (losses every `log_every` steps, a sample grid every
+  `image_every` steps) and `metrics.jsonl`;
+- `samples/`: the sample grids as PNG files;
+- `backup/state.npz`: everything needed to resume (models, EMA, both optimizers, seed);
+- `generator.keras` (EMA weights) and `discriminator.keras`.
+
+Every file is written atomically. Running the same command again on a killed
+run continues from its last backup with its optimizer state and step count.
+"""
+
+import dataclasses
+import os
+from pathlib import Path
+
+import keras
+
+from kanime.data.batches import ArrayBatches
+from kanime.models import Discriminator, Generator
+from kanime.recipe import Recipe, RecipeError, dump_recipe, load_recipe, recipe_from_dict
+from kanime.training.callbacks import ProgressBar, RunMonitor, finite_or_raise
+from kanime.training.checkpoint import CheckpointError, load_state, read_meta
+from kanime.training.gan import TagGAN
+from kanime.viz.grids import conditioning_grid_inputs
+
+# The parts of a recipe that fix the shapes of the variables a backup holds.
+SHAPE_KEYS = ("model", "tags")
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` did: the run folder, the step it reached and the last logged losses."""
+
+    run_dir: Path
+    step: int
+    resumed_from: int
+    losses: dict
+
+
+def build_gan(recipe: Recipe) -> TagGAN:
+    """The compiled `TagGAN` a recipe describes."""
+    m, t = recipe.model, recipe.training
+    vocabulary = recipe.vocabulary
+    generator = Generator(
+        resolution=m.resolution,
+        latent_dim=m.latent_dim,
+        num_tags=len(vocabulary),
+        channels=m.generator.channels,
+        num_blocks=m.generator.num_blocks,
+        upsample_channels=m.generator.upsample_channels,
+        activation=m.generator.activation,
+        tag_encoding=m.tag_encoding,
+        name="generator",
+    )
+    discriminator = Discriminator(
+        resolution=m.resolution,
+        num_tags=len(vocabulary),
+        channels=m.discriminator.channels,
+        blocks_per_stage=m.discriminator.blocks_per_stage,
+        name="discriminator",
+    )
+    gan = TagGAN(
+        generator,
+        discriminator,
+        vocabulary=vocabulary,
+        fake_tags=t.fake_tags,
+        ema_half_life_images=t.ema_half_life_images,
+        seed=recipe.seed,
+    )
+
+    def adam(name):
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            t.learning_rate, t.lr_decay_steps, t.lr_decay_factor, staircase=True
+        )
+        return keras.optimizers.Adam(schedule, beta_1=t.beta_1, beta_2=t.beta_2, name=name)
+
+    gan.compile(
+        g_optimizer=adam("g_optimizer"),
+        d_optimizer=adam("d_optimizer"),
+        lambda_adv=t.lambda_adv,
+        lambda_gp=t.lambda_gp,
+        jit_compile=t.jit_compile,
+    )
+    return gan
+
+
+def training_arrays(recipe: Recipe, progress=True):
+    """`(images uint8, tags)` the recipe trains on."""
+    data = recipe.data
+    if data.source == "procedural":
+        from kanime.data.procedural import make_faces
+
+        return make_faces(
+            data.num_images, recipe.model.resolution, seed=recipe.seed, progress=progress
+        )
+    path = Path(data.path)
+    if not path.exists() and not any(path.parent.glob(path.name)):
+        raise RecipeError(
+            f"data.path: no prepared dataset at {str(path)!r}. Make one from a folder of "
+            f"illustrations with `kanime prepare SRC {path}`, then run this recipe again."
+        )
+    raise RecipeError(
+        f"data.path: reading TFRecords from {str(path)!r} needs the data pipeline that comes "
+        "with `kanime prepare`, which this version does not have yet. Prepare the data with "
+        f"`kanime prepare SRC {path}` once it is available."
+    )
+
+
+def _check_intervals(recipe: Recipe):
+    log = recipe.logging
+    steps = recipe.training.steps
+    for key in ("image_every", "backup_every", "export_every"):
+        value = getattr(log, key)
+        if value % log.log_every:
+            raise RecipeError(
+                f"logging.{key} ({value}) must be a multiple of logging.log_every "
+                f"({log.log_every}): the run writes at the end of each log interval."
+            )
+    if steps % log.log_every:
+        raise RecipeError(
+            f"training.steps ({steps}) must be a multiple of logging.log_every ({log.log_every})."
+        )
+
+
+def _check_same_model(previous: Recipe, recipe: Recipe, run_dir: Path):
+    old, new = previous.to_dict(), recipe.to_dict()
+    changed = [k for k in SHAPE_KEYS if old[k] != new[k]]
+    if changed:
+        raise RecipeError(
+            f"{run_dir} holds a run of a different model ({', '.join(changed)} differ from "
+            "this recipe), so it cannot resume from it. Use another --run-dir, or the "
+            f"recipe in {run_dir / 'recipe.yaml'}."
+        )
+
+
+def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
+    """Trains a recipe into `run_dir`, resuming from its last backup when there is one.
+
+    Args:
+        recipe: a `Recipe` or the path of a recipe YAML file.
+        run_dir: the run folder; by default `runs/<recipe name>`.
+        overrides: dotted `key.path=value` overrides (`--set` on the command line).
+        progress: show a progress bar.
+
+    Returns:
+        A `FitResult`.
+
+    Raises:
+        RecipeError: a bad recipe, override or data path.
+        NonFiniteLossError: a loss became NaN; the last good backup is kept.
+    """
+    if isinstance(recipe, (str, os.PathLike)):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:
+        from kanime.recipe import apply_overrides
+
+        recipe = apply_overrides(recipe, overrides)
+    if recipe.training.mixed_precision is not None:
+        raise RecipeError(
+            "training.mixed_precision: mixed precision is not supported yet; leave it null."
+        )
+    _check_intervals(recipe)
+    run_dir = Path(run_dir or Path("runs") / recipe.name)
+    recipe_file = run_dir / "recipe.yaml"
+    backup_file = run_dir / "backup" / "state.npz"
+    if recipe_file.exists() and backup_file.exists():
+        import yaml
+
+        with open(recipe_file) as f:
+            previous = recipe_from_dict(yaml.safe_load(f), source=str(recipe_file))
+        _check_same_model(previous, recipe, run_dir)
+
+    keras.utils.set_random_seed(recipe.seed)
+    gan = build_gan(recipe)
+    resumed_from = 0
+    if backup_file.exists():
+        try:
+            resumed_from = load_state(gan, backup_file)["step"]
+        except CheckpointError as e:
+            raise RecipeError(str(e)) from e
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_recipe(recipe, recipe_file)
+
+    log = recipe.logging
+    total = recipe.training.steps
+    grid = recipe.logging.grid_size
+    z, tags, _ = conditioning_grid_inputs(
+        recipe.vocabulary, grid, grid, recipe.model.latent_dim, seed=recipe.seed
+    )
+    monitor = RunMonitor(
+        run_dir, total, log.log_every, log.image_every, log.backup_every, log.export_every,
+        (z, tags, grid, grid), meta={"recipe": recipe.name},
+    )  # fmt: skip
+    if resumed_from >= total:
+        if not (run_dir / "generator.keras").exists():
+            monitor.set_model(gan)
+            monitor.export()
+        return FitResult(run_dir, resumed_from, resumed_from, _last_losses(run_dir))
+
+    images, labels = training_arrays(recipe, progress=progress)
+    batches = ArrayBatches(
+        images, labels, recipe.training.batch_size, log.log_every,
+        seed=recipe.seed, flip=recipe.data.flip,
+    )  # fmt: skip
+    bar = ProgressBar(total, resumed_from, enabled=progress)
+    set_epoch = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs=None: batches.set_epoch(epoch)
+    )
+    try:
+        gan.fit(
+            batches,
+            epochs=total // log.log_every,
+            initial_epoch=resumed_from // log.log_every,
+            callbacks=[set_epoch, monitor, bar],
+            verbose=0,
+        )
+    finally:
+        bar.close()
+    finite_or_raise(monitor, run_dir)
+    return FitResult(run_dir, gan.step, resumed_from, _last_losses(run_dir))
+
+
+def _last_losses(run_dir: Path) -> dict:
+    import json
+
+    path = run_dir / "logs" / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    lines = path.read_text().strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def backup_step(run_dir) -> int | None:
+    """The step of a run's last backup, or None when it has none."""
+    path = Path(run_dir) / "backup" / "state.npz"
+    return read_meta(path)["step"] if path.exists() else None
+
+
+__all__ = ["FitResult", "build_gan", "fit", "training_arrays", "backup_step"]
