@@ -38,7 +38,6 @@ keys, with their values read as YAML:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import difflib
@@ -46,7 +45,6 @@ import functools
 import math
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -54,6 +52,7 @@ from typing import Any, Literal
 
 import yaml
 
+from kanime.atomic import atomic_path
 from kanime.tags import PAPER_TAGS, TagVocabulary
 
 OVERRIDE_SOURCE = "--set"
@@ -588,16 +587,5 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
     """
     path = os.fspath(path)
     text = yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=False)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -163,9 +163,7 @@ class TagVocabulary:
         if key not in self._index:
             close = self.suggest(key)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(
-                f"Unknown tag {name!r}.{hint} Known tags: {', '.join(self.names)}"
-            )
+            raise ValueError(f"Unknown tag {name!r}.{hint} Known tags: {', '.join(self.names)}")
         return self._index[key]
 
     # --- encoding -----------------------------------------------------------

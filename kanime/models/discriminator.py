@@ -61,9 +61,9 @@ class Discriminator(keras.Model):
                 )
             width *= 2
             kernel = 4 if stage < 2 else 3
-            h = layers.Conv2D(
-                width, kernel, strides=2, padding="same", name=f"stage_{stage}_down"
-            )(h)
+            h = layers.Conv2D(width, kernel, strides=2, padding="same", name=f"stage_{stage}_down")(
+                h
+            )
             h = layers.LeakyReLU(NEGATIVE_SLOPE, name=f"stage_{stage}_act")(h)
         h = layers.Flatten(name="flatten")(h)
         logit = layers.Dense(1, dtype="float32", name="logit")(h)

@@ -1,9 +1,8 @@
 """Exports that load with plain Keras, in any process, on any backend."""
 
-import os
-import tempfile
-
 import keras
+
+from kanime.atomic import atomic_path
 
 
 def plain_functional(model, name=None):
@@ -18,14 +17,5 @@ def plain_functional(model, name=None):
 
 def save_model_atomic(model, path):
     """Saves `model` to the `.keras` file `path`; a reader never sees half a file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         plain_functional(model).save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

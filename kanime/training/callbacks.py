@@ -193,5 +193,3 @@ def finite_or_raise(monitor, run_dir):
         "command again resumes from it. Lower training.learning_rate or raise "
         "training.lambda_gp if it happens again."
     )
-
-

@@ -7,11 +7,11 @@ atomic write and the two optimizers, so it keeps this small format.
 """
 
 import json
-import os
-import tempfile
 
 import numpy as np
 from keras import ops
+
+from kanime.atomic import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -31,18 +31,8 @@ def save_state(gan, path, **meta):
         **meta,
     }
     arrays["meta"] = np.array(json.dumps(info))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return info
 
 

@@ -207,15 +207,22 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
         seed=recipe.seed, flip=recipe.data.flip,
     )  # fmt: skip
     bar = ProgressBar(total, resumed_from, enabled=progress)
-    set_epoch = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs=None: batches.set_epoch(epoch)
-    )
+    callbacks = [monitor, bar]
+    if keras.backend.backend() == "tensorflow":
+        data = batches.to_tf_dataset(resumed_from, total)
+    else:
+        data = batches
+        callbacks.append(
+            keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs=None: data.set_epoch(e))
+        )
     try:
         gan.fit(
-            batches,
+            data,
+            steps_per_epoch=log.log_every,
             epochs=total // log.log_every,
             initial_epoch=resumed_from // log.log_every,
-            callbacks=[set_epoch, monitor, bar],
+            callbacks=callbacks,
+            shuffle=False,  # the batches are already shuffled, reproducibly
             verbose=0,
         )
     finally:

@@ -1,9 +1,8 @@
 """Image grids: one row per tag value, one column per noise vector."""
 
-import os
-import tempfile
-
 import numpy as np
+
+from kanime.atomic import atomic_path
 
 
 def to_uint8(images):
@@ -47,17 +46,9 @@ def save_png(path, image, scale=1):
     image = np.asarray(image)
     if scale > 1:
         image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         if not cv2.imwrite(tmp, np.ascontiguousarray(image[..., ::-1])):
             raise OSError(f"Could not write the PNG file {path}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def conditioning_grid_inputs(vocabulary, rows, cols, latent_dim, seed=0, group="hair_color"):

@@ -25,6 +25,11 @@ def _put(variables, values, updates):
     return [updates.get(id(v), x) for v, x in zip(variables, values)]
 
 
+def penalty_gradients(logit_fn, x):
+    """Gradient of `sum(logit_fn(x))` with respect to `x` (differentiable again)."""
+    return jax.grad(lambda x: jnp.sum(logit_fn(x).astype("float32")))(x)
+
+
 def train_step(gan, state, data):
     trainable, non_trainable, optimizer_values, metric_values = state
     images, tags = data[0], data[1]
@@ -57,11 +62,7 @@ def train_step(gan, state, data):
     x_hat = losses.dragan_points(images, noise["u"], noise["alpha"])
 
     def d_objective(d_values):
-        def logit_sum(x):
-            logit, _ = run_d(d_values, x)
-            return jnp.sum(logit.astype("float32"))
-
-        penalty_grads = jax.grad(logit_sum)(x_hat)
+        penalty_grads = penalty_gradients(lambda x: run_d(d_values, x)[0], x_hat)
         logit, tag_logits = run_d(d_values, jnp.concatenate([images, fake], axis=0))
         real_out = (logit[:n], tag_logits[:n])
         fake_out = (logit[n:], tag_logits[n:])
@@ -85,9 +86,7 @@ def train_step(gan, state, data):
     beta = gan.ema_decay(n)
     g_now = dict(zip(map(id, G.trainable_variables), g_train))
     g_now.update(zip(map(id, G.non_trainable_variables), g_fixed))
-    ema_old = dict(
-        zip(map(id, all_non_trainable), non_trainable)
-    )
+    ema_old = dict(zip(map(id, all_non_trainable), non_trainable))
     ema_updates = {}
     for w, e in gan.ema_pairs():
         new = g_now[id(w)]

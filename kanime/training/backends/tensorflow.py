@@ -11,6 +11,14 @@ def _unpack(data):
     return ops.cast(images, "float32"), ops.cast(tags, "float32")
 
 
+def penalty_gradients(logit_fn, x):
+    """Gradient of `sum(logit_fn(x))` with respect to `x` (differentiable again)."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(tf.cast(logit_fn(x), "float32"))
+    return tape.gradient(total, x)
+
+
 def train_step(gan, data):
     images, tags = _unpack(data)
     noise = gan.draw(images, tags)
@@ -21,11 +29,7 @@ def train_step(gan, data):
     x_hat = losses.dragan_points(images, noise["u"], noise["alpha"])
     n = tf.shape(images)[0]
     with tf.GradientTape() as tape:
-        with tf.GradientTape() as penalty_tape:
-            penalty_tape.watch(x_hat)
-            hat_logit, _ = D(x_hat, training=True)
-            hat_sum = tf.reduce_sum(tf.cast(hat_logit, "float32"))
-        penalty_grads = penalty_tape.gradient(hat_sum, x_hat)
+        penalty_grads = penalty_gradients(lambda x: D(x, training=True)[0], x_hat)
         logit, tag_logits = D(tf.concat([images, fake], axis=0), training=True)
         real_out = (logit[:n], tag_logits[:n])
         fake_out = (logit[n:], tag_logits[n:])

@@ -1,0 +1,147 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, write_recipe
+
+from kanime.recipe import RecipeError
+from kanime.training.callbacks import NonFiniteLossError
+from kanime.training.checkpoint import read_meta
+from kanime.training.fit import fit
+
+
+def metrics(run_dir):
+    lines = (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_short_fit_writes_a_complete_run(tmp_path, tiny_recipe):
+    run = tmp_path / "run"
+    result = fit(tiny_recipe, run_dir=run, progress=False)
+    assert result.step == 8 and result.resumed_from == 0
+    for name in ("recipe.yaml", "generator.keras", "discriminator.keras", "backup/state.npz"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step-0000004.png",
+        "step-0000008.png",
+    ]
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [2, 4, 6, 8]
+    assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in rows)
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["training"]["steps"] == 8
+    assert read_meta(run / "backup" / "state.npz")["step"] == 8
+    # No temporary file is left behind by the atomic writes.
+    assert not [p for p in run.rglob(".*") if p.is_file()]
+
+
+def test_finished_run_resumes_with_more_steps_from_its_step(tmp_path, tiny_recipe):
+    run = tmp_path / "run"
+    fit(tiny_recipe, run_dir=run, progress=False)
+    again = fit(tiny_recipe, run_dir=run, progress=False)
+    assert again.step == 8 and again.resumed_from == 8
+    more = fit(tiny_recipe, run_dir=run, overrides=["training.steps=12"], progress=False)
+    assert more.resumed_from == 8 and more.step == 12
+    assert [r["step"] for r in metrics(run)] == [2, 4, 6, 8, 10, 12]
+
+
+@pytest.mark.large
+def test_killed_run_continues_from_its_last_backup(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "tiny.yaml",
+        training={"batch_size": 8, "steps": 400, "ema_half_life_images": 64},
+        logging={"log_every": 2, "image_every": 400, "backup_every": 2, "export_every": 400},
+    )
+    run = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "kanime.cli", "fit", str(recipe), "--run-dir", str(run),
+               "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    backup = run / "backup" / "state.npz"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (backup.exists() and read_meta(backup)["step"] >= 6):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = read_meta(backup)["step"]
+    assert 6 <= killed_at < 400
+
+    result = fit(recipe, run_dir=run, overrides=["training.steps=" + str(killed_at + 4)],
+                 progress=False)  # fmt: skip
+    assert result.resumed_from == killed_at
+    assert result.step == killed_at + 4
+    steps = [r["step"] for r in metrics(run)]
+    assert steps[-2:] == [killed_at + 2, killed_at + 4]
+    assert read_meta(backup)["step"] == killed_at + 4
+
+
+def test_resume_restores_optimizer_state_exactly(tmp_path, tiny_recipe):
+    from kanime.recipe import load_recipe
+    from kanime.training.checkpoint import load_state
+    from kanime.training.fit import build_gan
+
+    run = tmp_path / "run"
+    fit(tiny_recipe, run_dir=run, progress=False)
+    gan = build_gan(load_recipe(tiny_recipe))
+    load_state(gan, run / "backup" / "state.npz")
+    saved = np.load(run / "backup" / "state.npz")
+    assert gan.step == 8
+    opt = gan.g_optimizer.variables
+    offset = len(gan.state_variables()) - len(opt) - len(gan.d_optimizer.variables) - 1
+    for i, v in enumerate(opt):
+        np.testing.assert_array_equal(np.asarray(v), saved[f"v{offset + i:05d}"])
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_backup(tmp_path, tiny_recipe, monkeypatch):
+    from kanime.data.batches import ArrayBatches
+
+    clean = ArrayBatches.batch
+
+    def poisoned(self, position):
+        images, tags = clean(self, position)
+        if position >= 4:
+            images = images * np.nan
+        return images, tags
+
+    monkeypatch.setattr(ArrayBatches, "batch", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match=r"step 6.*last good backup \(step 4\)"):
+        fit(tiny_recipe, run_dir=run, progress=False)
+    assert read_meta(run / "backup" / "state.npz")["step"] == 4
+    saved = np.load(run / "backup" / "state.npz")
+    assert all(np.all(np.isfinite(saved[k])) for k in saved.files if k != "meta")
+
+    monkeypatch.setattr(ArrayBatches, "batch", clean)
+    result = fit(tiny_recipe, run_dir=run, progress=False)
+    assert result.resumed_from == 4 and result.step == 8
+
+
+def test_recipe_errors_at_fit_time(tmp_path):
+    missing = write_recipe(tmp_path / "a.yaml", data={"source": "tfrecord", "path": "nowhere/x"})
+    with pytest.raises(RecipeError, match="kanime prepare"):
+        fit(missing, run_dir=tmp_path / "a", progress=False)
+    uneven = write_recipe(tmp_path / "b.yaml", logging={"log_every": 3})
+    with pytest.raises(RecipeError, match="multiple of logging.log_every"):
+        fit(uneven, run_dir=tmp_path / "b", progress=False)
+
+
+def test_a_run_directory_refuses_a_different_model(tmp_path, tiny_recipe):
+    run = tmp_path / "run"
+    fit(tiny_recipe, run_dir=run, progress=False)
+    with pytest.raises(RecipeError, match="different model"):
+        fit(tiny_recipe, run_dir=run, overrides=["model.generator.channels=16"], progress=False)
+
+
+def test_getchu_recipe_points_at_prepare(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError, match="kanime prepare"):
+        fit(ROOT / "recipes" / "getchu.yaml", progress=False)
