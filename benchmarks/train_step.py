@@ -1,0 +1,108 @@
+"""Time one TagGAN training step (D step + penalty + G step + EMA) per backend.
+
+Usage:
+    python benchmarks/train_step.py [--recipe recipes/getchu.yaml] [--steps 5]
+        [--batch-size 64] [--backends tensorflow,jax] [--out benchmarks/results/train_step.json]
+
+Each backend runs in its own process (Keras picks its backend at import). The first step
+(tracing / compilation) is reported apart; the figure is the median of the timed steps.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, sys, time
+import keras, numpy as np
+from kanime.recipe import load_recipe
+from kanime.training.fit import build_gan
+
+recipe_path, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+recipe = load_recipe(recipe_path, [f"training.batch_size={batch}"])
+gan = build_gan(recipe)
+r = recipe.model.resolution
+rng = np.random.default_rng(0)
+images = rng.uniform(-1, 1, (batch * (steps + 1), r, r, 3)).astype("float32")
+tags = recipe.vocabulary.sample(len(images), rng)
+times = []
+
+class Timer(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        self.start = time.perf_counter()
+    def on_train_batch_end(self, batch, logs=None):
+        float(logs["d_loss"])  # wait for the step to finish (JAX dispatches asynchronously)
+        times.append(time.perf_counter() - self.start)
+
+gan.fit(images, tags, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[Timer()])
+print("RESULT" + json.dumps({
+    "backend": keras.backend.backend(),
+    "generator_params": gan.generator.count_params(),
+    "discriminator_params": gan.discriminator.count_params(),
+    "first_step_s": times[0],
+    "step_s": times[1:],
+}))
+"""
+
+
+def run(backend, recipe, batch, steps):
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, recipe, str(batch), str(steps)],
+        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
+    )  # fmt: skip
+    if out.returncode:
+        raise SystemExit(f"{backend} failed:\n{out.stderr[-3000:]}")
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
+    result = json.loads(line[len("RESULT") :])
+    result["median_step_s"] = statistics.median(result["step_s"])
+    result["images_per_s"] = batch / result["median_step_s"]
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="recipes/getchu.yaml")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
+    parser.add_argument("--backends", default="tensorflow,jax")
+    parser.add_argument("--out", default="benchmarks/results/train_step.json")
+    args = parser.parse_args()
+    results = {}
+    for backend in args.backends.split(","):
+        start = time.time()
+        results[backend] = run(backend, args.recipe, args.batch_size, args.steps)
+        print(f"{backend}: median {results[backend]['median_step_s']:.2f} s/step "
+              f"({time.time() - start:.0f} s in all)", flush=True)  # fmt: skip
+    if "tensorflow" in results and "jax" in results:
+        ratio = results["jax"]["median_step_s"] / results["tensorflow"]["median_step_s"]
+        results["jax_over_tensorflow"] = ratio
+    report = {
+        "what": "one TagGAN training step (D step with DRAGAN penalty, G step, EMA)",
+        "recipe": args.recipe,
+        "batch_size": args.batch_size,
+        "timed_steps": args.steps,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+        },  # fmt: skip
+        "command": "python " + " ".join(sys.argv),
+        "results": results,
+    }
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
