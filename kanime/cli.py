@@ -1,9 +1,13 @@
 """The `kanime` command line. Each command is a thin wrapper over a plain function."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is not for users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 app = typer.Typer(
     name="kanime",
