@@ -56,7 +56,9 @@ class ArrayBatches(PyDataset):
 
     def _order(self, rnd):
         if rnd not in self._orders:
-            self._orders = {rnd: np.random.default_rng([self.seed, rnd]).permutation(len(self.images))}
+            self._orders = {
+                rnd: np.random.default_rng([self.seed, rnd]).permutation(len(self.images))
+            }
         return self._orders[rnd]
 
     def __getitem__(self, index):
