@@ -82,6 +82,81 @@ def fit(
 
 
 @app.command()
+def prepare(
+    src: Annotated[Path, typer.Argument(help="A folder of illustrations (searched recursively).")],
+    out: Annotated[Path, typer.Argument(help="The dataset folder to write (resumable).")],
+    faces: Annotated[
+        bool, typer.Option("--faces", help="Inputs are already-cropped faces: no detection.")
+    ] = False,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="A labels CSV: a `filename` column and one 0/1 column per tag."),
+    ] = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="A CSV with `filename,year` for --min-year.")
+    ] = None,
+    min_year: Annotated[int | None, typer.Option(help="Keep images from this year on.")] = None,
+    size: Annotated[int, typer.Option(help="Side of the square face crops, in pixels.")] = 128,
+    cascade: Annotated[
+        Path | None,
+        typer.Option(help="lbpcascade_animeface.xml to use instead of downloading it."),
+    ] = None,
+    min_face: Annotated[int, typer.Option(help="Smallest face to keep, in pixels.")] = 48,
+    untagged: Annotated[
+        bool, typer.Option(help="Keep faces that have no labels (for a tagger to label).")
+    ] = True,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes; default: all cores.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+):
+    """Find, crop, dedupe and tag the faces in SRC; write TFRecord shards to OUT.
+
+    Every input not used becomes a row of OUT/rejected.jsonl with its reason; running the
+    command again skips the inputs already done.
+    """
+    from kanime.data.prepare import prepare as run_prepare
+
+    if min_year is not None and metadata is None:
+        _fail("--min-year needs --metadata CSV (columns filename,year).", 2)
+    try:
+        stats = run_prepare(
+            src, out, faces=faces, labels=labels, size=size, cascade=cascade,
+            min_face=min_face, metadata=metadata, min_year=min_year,
+            allow_untagged=untagged, workers=workers, progress=progress,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e), 2)
+    typer.echo(
+        f"{stats['faces']} faces from {stats['inputs']} inputs, "
+        f"{sum(stats['rejected'].values())} rejected: {out}"
+    )
+
+
+@app.command()
+def review(
+    out: Annotated[Path, typer.Argument(help="A dataset folder made by `kanime prepare`.")],
+    reject: Annotated[
+        Path | None,
+        typer.Option(help="A text file of face ids (one per line) to remove from the dataset."),
+    ] = None,
+    per_sheet: Annotated[int, typer.Option(help="Faces per contact sheet.")] = 100,
+):
+    """Write contact sheets of the crops with their ids, or remove the ids listed in --reject."""
+    from kanime.data.review import apply_rejects, contact_sheets
+
+    try:
+        if reject is not None:
+            stats = apply_rejects(out, reject)
+            typer.echo(f"Removed the listed faces; {stats['faces']} faces remain in {out}")
+        else:
+            sheets = contact_sheets(out, per_sheet=per_sheet)
+            typer.echo(f"Wrote {len(sheets)} contact sheets to {out / 'review'}")
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e), 2)
+
+
+@app.command()
 def version():
     """Print the versions of kanime, Keras and the backend."""
     import keras

@@ -145,3 +145,22 @@ def test_getchu_recipe_points_at_prepare(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RecipeError, match="kanime prepare"):
         fit(ROOT / "recipes" / "getchu.yaml", progress=False)
+
+
+def test_fit_reads_prepared_tfrecords(tmp_path):
+    import cv2
+
+    from kanime.data.procedural import make_faces
+    from kanime.data.tfrecords import ShardWriter, encode_example
+
+    images, tags = make_faces(40, 32, seed=0)
+    with ShardWriter(tmp_path / "faces", shard_size=16) as writer:
+        for i, (image, tag) in enumerate(zip(images, tags)):
+            ok, jpeg = cv2.imencode(".jpg", image[..., ::-1])
+            writer.write(encode_example(f"f{i}", jpeg.tobytes(), tag, 1, f"face{i}.png"))
+    recipe = write_recipe(
+        tmp_path / "r.yaml", data={"source": "tfrecord", "path": str(tmp_path / "faces")}
+    )
+    result = fit(recipe, run_dir=tmp_path / "run", overrides=["training.steps=4"], progress=False)
+    assert result.step == 4
+    assert all(np.isfinite(r["d_loss"]) for r in metrics(tmp_path / "run"))

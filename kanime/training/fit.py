@@ -88,26 +88,54 @@ def build_gan(recipe: Recipe) -> TagGAN:
     return gan
 
 
-def training_arrays(recipe: Recipe, progress=True):
-    """`(images uint8, tags)` the recipe trains on."""
-    data = recipe.data
+def training_data(recipe: Recipe, start: int, stop: int, progress=True):
+    """The batches of steps `[start, stop)` and the callbacks they need.
+
+    Procedural faces, and prepared TFRecords on backends other than TensorFlow, are
+    held in memory and batched by `ArrayBatches`, whose batch at a step depends only
+    on the seed and the step. Prepared TFRecords on TensorFlow stream through the
+    `tf.data` pipeline, seeded by the recipe's seed and the start step.
+    """
+    data, log = recipe.data, recipe.logging
+    size, batch = recipe.model.resolution, recipe.training.batch_size
     if data.source == "procedural":
         from kanime.data.procedural import make_faces
 
-        return make_faces(
-            data.num_images, recipe.model.resolution, seed=recipe.seed, progress=progress
-        )
-    path = Path(data.path)
-    if not path.exists() and not any(path.parent.glob(path.name)):
-        raise RecipeError(
-            f"data.path: no prepared dataset at {str(path)!r}. Make one from a folder of "
-            f"illustrations with `kanime prepare SRC {path}`, then run this recipe again."
-        )
-    raise RecipeError(
-        f"data.path: reading TFRecords from {str(path)!r} needs the data pipeline that comes "
-        "with `kanime prepare`, which this version does not have yet. Prepare the data with "
-        f"`kanime prepare SRC {path}` once it is available."
+        images, tags = make_faces(data.num_images, size, seed=recipe.seed, progress=progress)
+    else:
+        from kanime.data.tfrecords import list_shards
+
+        try:
+            list_shards(data.path)
+        except FileNotFoundError as e:
+            raise RecipeError(
+                f"data.path: no prepared dataset at {data.path!r} ({e}). Make one from a folder "
+                f"of illustrations with `kanime prepare SRC {data.path}`, then run this recipe "
+                "again."
+            ) from e
+        if keras.backend.backend() == "tensorflow":
+            from kanime.data.pipeline import make_dataset
+
+            dataset = make_dataset(
+                data.path, batch, size, num_tags=len(recipe.vocabulary), flip=data.flip,
+                seed=recipe.seed * 1_000_003 + start, allow_untagged=data.allow_untagged,
+            )  # fmt: skip
+            return dataset.take(stop - start), []
+        from kanime.data.pipeline import load_arrays
+
+        images, tags = load_arrays(data.path, size, data.allow_untagged, progress=progress)
+        if tags.shape[1] != len(recipe.vocabulary):
+            raise RecipeError(
+                f"data.path: the records carry {tags.shape[1]} tags; the recipe's vocabulary "
+                f"has {len(recipe.vocabulary)}."
+            )
+    batches = ArrayBatches(images, tags, batch, log.log_every, seed=recipe.seed, flip=data.flip)
+    if keras.backend.backend() == "tensorflow":
+        return batches.to_tf_dataset(start, stop), []
+    set_epoch = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs=None: batches.set_epoch(e)
     )
+    return batches, [set_epoch]
 
 
 def _check_intervals(recipe: Recipe):
@@ -201,20 +229,9 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
             monitor.export()
         return FitResult(run_dir, resumed_from, resumed_from, _last_losses(run_dir))
 
-    images, labels = training_arrays(recipe, progress=progress)
-    batches = ArrayBatches(
-        images, labels, recipe.training.batch_size, log.log_every,
-        seed=recipe.seed, flip=recipe.data.flip,
-    )  # fmt: skip
+    data, data_callbacks = training_data(recipe, resumed_from, total, progress=progress)
     bar = ProgressBar(total, resumed_from, enabled=progress)
-    callbacks = [monitor, bar]
-    if keras.backend.backend() == "tensorflow":
-        data = batches.to_tf_dataset(resumed_from, total)
-    else:
-        data = batches
-        callbacks.append(
-            keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs=None: data.set_epoch(e))
-        )
+    callbacks = [monitor, bar, *data_callbacks]
     try:
         gan.fit(
             data,
@@ -247,4 +264,4 @@ def backup_step(run_dir) -> int | None:
     return read_meta(path)["step"] if path.exists() else None
 
 
-__all__ = ["FitResult", "build_gan", "fit", "training_arrays", "backup_step"]
+__all__ = ["FitResult", "build_gan", "fit", "training_data", "backup_step"]
