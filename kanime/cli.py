@@ -145,6 +145,8 @@ def review(
     """Write contact sheets of the crops with their ids, or remove the ids listed in --reject."""
     from kanime.data.review import apply_rejects, contact_sheets
 
+    if not (out / "manifest.jsonl").is_file():
+        _fail(f"{out} is not a dataset made by `kanime prepare` (no manifest.jsonl in it).", 2)
     try:
         if reject is not None:
             stats = apply_rejects(out, reject)
