@@ -158,6 +158,38 @@ def review(
         _fail(str(e), 2)
 
 
+@app.command("fit-tagger")
+def fit_tagger(
+    data: Annotated[
+        str, typer.Argument(help="A dataset made by `kanime prepare`, or `procedural`.")
+    ],
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Output folder.")] = Path(
+        "runs/tagger"
+    ),
+    size: Annotated[int, typer.Option(help="Image side the tagger works at.")] = 64,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 1500,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seeds the split, the batches and the weights.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+):
+    """Train the multi-label tagger on tagged faces; print per-tag precision and recall."""
+    from kanime.data.tagger import fit_tagger as run
+
+    try:
+        evaluation = run(
+            data, run_dir, image_size=size, steps=steps, batch_size=batch_size, seed=seed,
+            progress=progress,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e), 2)
+    typer.echo(f"{'tag':<14} precision  recall  support  (held out: {evaluation['held_out']})")
+    for name, row in evaluation["per_tag"].items():
+        p = "-" if row["precision"] is None else f"{row['precision']:.3f}"
+        r = "-" if row["recall"] is None else f"{row['recall']:.3f}"
+        typer.echo(f"{name:<14} {p:>9}  {r:>6}  {row['support']:>7}")
+    typer.echo(f"Tagger: {run_dir / 'tagger.keras'}")
+
+
 @app.command()
 def version():
     """Print the versions of kanime, Keras and the backend."""

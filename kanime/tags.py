@@ -204,12 +204,13 @@ class TagVocabulary:
             )
         return [name for name, value in zip(self.names, vector) if value >= threshold]
 
-    def from_scores(self, scores) -> np.ndarray:
+    def from_scores(self, scores, threshold: float | None = None) -> np.ndarray:
         """Tags from tagger scores with the group rules of the paper.
 
         In an exclusive group the most confident tag is kept when its score passes
         the group threshold; in other groups each tag is kept on its own. Works on
-        a single vector or a batch `(n, len(self))`.
+        a single vector or a batch `(n, len(self))`. `threshold`, when given,
+        replaces every group's threshold.
         """
         scores = np.asarray(scores, dtype="float32")
         if scores.shape[-1] != len(self):
@@ -220,13 +221,14 @@ class TagVocabulary:
         for group in self.groups:
             sl = self.group_slice(group.name)
             block = scores[..., sl]
+            limit = group.threshold if threshold is None else threshold
             if group.exclusive:
                 best = np.argmax(block, axis=-1)
                 keep = np.take_along_axis(block, best[..., None], axis=-1)[..., 0]
                 onehot = np.eye(group.size, dtype="float32")[best]
-                out[..., sl] = onehot * (keep >= group.threshold)[..., None]
+                out[..., sl] = onehot * (keep >= limit)[..., None]
             else:
-                out[..., sl] = (block >= group.threshold).astype("float32")
+                out[..., sl] = (block >= limit).astype("float32")
         return out
 
     # --- sampling -----------------------------------------------------------
