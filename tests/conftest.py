@@ -49,6 +49,20 @@ def tiny_recipe(tmp_path):
     return write_recipe(tmp_path / "tiny.yaml")
 
 
+# Prepended to subprocess code: makes `import tensorflow` fail, as on a machine without it.
+BLOCK_TENSORFLOW = """
+import importlib.abc, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError(f"{name} is blocked for this test")
+        return None
+
+sys.meta_path.insert(0, NoTensorFlow())
+"""
+
+
 def run_python(code, backend="tensorflow", env=None, timeout=600, cwd=None):
     """Runs `code` in a fresh interpreter with `KERAS_BACKEND=backend`; returns the result."""
     full_env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}

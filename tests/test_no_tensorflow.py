@@ -1,19 +1,7 @@
 """kanime's models and training run on JAX with TensorFlow made unimportable."""
 
 import pytest
-from conftest import run_python
-
-BLOCK_TENSORFLOW = """
-import importlib.abc, sys
-
-class NoTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ImportError(f"{name} is blocked for this test")
-        return None
-
-sys.meta_path.insert(0, NoTensorFlow())
-"""
+from conftest import BLOCK_TENSORFLOW, run_python
 
 
 @pytest.mark.large

@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import run_python
+from conftest import BLOCK_TENSORFLOW, run_python
 
 from kanime.data.pipeline import load_arrays, make_dataset
 from kanime.data.procedural import make_faces
@@ -159,19 +159,6 @@ def test_load_arrays_equals_make_dataset(shards):
     assert len(only_tagged) == len(only_tags) == tagged.sum()
     np.testing.assert_array_equal(only_tagged, arrays[tagged])
     np.testing.assert_array_equal(only_tags, tags[tagged])
-
-
-BLOCK_TENSORFLOW = """
-import importlib.abc, sys
-
-class NoTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ImportError(f"{name} is blocked for this test")
-        return None
-
-sys.meta_path.insert(0, NoTensorFlow())
-"""
 
 
 def test_load_arrays_needs_no_tensorflow(shards):
