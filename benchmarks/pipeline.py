@@ -23,7 +23,6 @@ the steadier figure.
 
 import argparse
 import gc
-import json
 import math
 import os
 import platform
@@ -33,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,10 +175,7 @@ def main():
             f"{result['median_cpu_us_per_image']:.0f} CPU us/image"
         )
     print(f"make_dataset / naive: {ratio:.2f}x")
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":

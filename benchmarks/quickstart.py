@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_io import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,10 +56,7 @@ def main():
         "median_wall_s": statistics.median(walls),
         "final_logged_losses": losses,
     }
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from results_io import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = r"""
@@ -98,10 +100,7 @@ def main():
         "command": "python " + " ".join(sys.argv),
         "results": results,
     }
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":
