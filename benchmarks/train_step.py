@@ -29,7 +29,7 @@ from kanime.recipe import load_recipe
 from kanime.training.fit import build_gan
 
 recipe_path, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-recipe = load_recipe(recipe_path, [f"training.batch_size={batch}"])
+recipe = load_recipe(recipe_path, [f"training.batch_size={batch}", *sys.argv[4:]])
 gan = build_gan(recipe)
 r = recipe.model.resolution
 rng = np.random.default_rng(0)
@@ -45,7 +45,21 @@ class Timer(keras.callbacks.Callback):
         times.append(time.perf_counter() - self.start)
 
 gan.fit(images, tags, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[Timer()])
+extra = {}
+if keras.backend.backend() == "jax":
+    # XLA's count of the compiled step's floating-point operations, and peak device memory.
+    import jax
+    state = gan._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                               optimizer_variables=True, metrics_variables=True)
+    cost = jax.jit(gan.train_step).lower(state, (images[:batch], tags[:batch])).compile()
+    cost = cost.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    extra["xla_flops_per_step"] = float(cost.get("flops", 0.0))
+    extra["device"] = str(jax.devices()[0].device_kind)
+    stats = jax.devices()[0].memory_stats() or {}
+    extra["peak_device_bytes"] = stats.get("peak_bytes_in_use")
 print("RESULT" + json.dumps({
+    **extra,
     "backend": keras.backend.backend(),
     "generator_params": gan.generator.count_params(),
     "discriminator_params": gan.discriminator.count_params(),
@@ -55,10 +69,10 @@ print("RESULT" + json.dumps({
 """
 
 
-def run(backend, recipe, batch, steps):
+def run(backend, recipe, batch, steps, overrides=()):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, recipe, str(batch), str(steps)],
+        [sys.executable, "-c", WORKER, recipe, str(batch), str(steps), *overrides],
         capture_output=True, text=True, env=env, cwd=ROOT, check=False,
     )  # fmt: skip
     if out.returncode:
@@ -77,11 +91,15 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
     parser.add_argument("--backends", default="tensorflow,jax")
     parser.add_argument("--out", default="benchmarks/results/train_step.json")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="recipe override, e.g. training.mixed_precision=mixed_bfloat16 (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
     results = {}
     for backend in args.backends.split(","):
         start = time.time()
-        results[backend] = run(backend, args.recipe, args.batch_size, args.steps)
+        results[backend] = run(backend, args.recipe, args.batch_size, args.steps, args.set)
         print(f"{backend}: median {results[backend]['median_step_s']:.2f} s/step "
               f"({time.time() - start:.0f} s in all)", flush=True)  # fmt: skip
     if "tensorflow" in results and "jax" in results:
@@ -92,6 +110,7 @@ def main():
         "recipe": args.recipe,
         "batch_size": args.batch_size,
         "timed_steps": args.steps,
+        "overrides": args.set,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -23,6 +23,11 @@ logging:
   image_every: 200
 ```
 
+A `TaggerRecipe` describes a tagger run (`kanime fit-tagger`) the same way, with its
+own sections (`TaggerDataConfig`, `TaggerModelConfig`, `TaggerTrainingConfig`,
+`TaggerLoggingConfig`); pass `recipe_type=TaggerRecipe` to `load_recipe` and
+`recipe_from_dict`. A file of one kind given to the other names the right command.
+
 Every key and value is checked: an unknown key, a wrong type, a bad choice or an
 out-of-range number raises a `RecipeError` naming the source (file or `--set`), the
 dotted key, what was expected and what was received. Overrides use the same dotted
@@ -105,6 +110,27 @@ def _tag_vocabulary(value):
         return TagVocabulary.from_config(value).get_config()
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ValueError(f"'paper' or a mapping accepted by TagVocabulary.from_config ({e})") from e
+
+
+def _multiple_of_16(value):
+    if value < 16 or value % 16:
+        raise ValueError("a multiple of 16 >= 16 (e.g. 32, 64 or 128)")
+    return value
+
+
+def _holdout(value):
+    if (value < 1) if isinstance(value, int) else not 0 < value < 1:
+        raise ValueError("a fraction in (0, 1) or a count of faces >= 1")
+    return value
+
+
+def _optional(check):
+    """`check`, letting None through."""
+
+    def optional(value):
+        return None if value is None else check(value)
+
+    return optional
 
 
 _AT_LEAST_1 = _Range(1)
@@ -268,6 +294,14 @@ class LoggingConfig:
         backup_every: steps between resume backups.
         export_every: steps between `generator.keras` / `discriminator.keras` exports.
         grid_size: the sample grid is `grid_size` x `grid_size` images.
+        evaluate_every: steps between small evaluations (a multiple of
+            `log_every`), logged as `eval/...` scalars; null (the default) turns
+            them off. See `kanime.evaluation.monitor`.
+        evaluate_n: generated and training faces each evaluation's FID compares.
+        evaluate_features: FID's features: `"inception"` (InceptionV3) or
+            `"tagger"` (the `features` layer of `evaluate_tagger`).
+        evaluate_tagger: a tagger (`tagger.keras` or its run folder); with one,
+            each evaluation also logs the per-tag precision.
 
     Examples:
 
@@ -280,10 +314,27 @@ class LoggingConfig:
     backup_every: int = _field(500, _AT_LEAST_1)
     export_every: int = _field(5000, _AT_LEAST_1)
     grid_size: int = _field(8, _AT_LEAST_1)
+    evaluate_every: int | None = _field(None, _optional(_AT_LEAST_1))
+    evaluate_n: int = _field(1000, _Range(2))
+    evaluate_features: Literal["inception", "tagger"] = "inception"
+    evaluate_tagger: str | None = None
+
+
+class _RecipeBase:
+    """What every kind of recipe has: a tag vocabulary and a plain-dict form."""
+
+    @property
+    def vocabulary(self) -> TagVocabulary:
+        """The `TagVocabulary` of this recipe (`PAPER_TAGS` for `tags: paper`)."""
+        return PAPER_TAGS if self.tags == "paper" else TagVocabulary.from_config(self.tags)
+
+    def to_dict(self) -> dict:
+        """A plain, YAML-dumpable nested dict; `recipe_from_dict` reads it back."""
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
-class Recipe:
+class Recipe(_RecipeBase):
     """A whole run: data, models, training and logging, plus a name and a seed.
 
     Build one with `load_recipe` or `recipe_from_dict`, which validate every
@@ -316,15 +367,6 @@ class Recipe:
     training: TrainingConfig = _section(TrainingConfig)
     logging: LoggingConfig = _section(LoggingConfig)
 
-    @property
-    def vocabulary(self) -> TagVocabulary:
-        """The `TagVocabulary` of this recipe (`PAPER_TAGS` for `tags: paper`)."""
-        return PAPER_TAGS if self.tags == "paper" else TagVocabulary.from_config(self.tags)
-
-    def to_dict(self) -> dict:
-        """A plain, YAML-dumpable nested dict; `recipe_from_dict` reads it back."""
-        return dataclasses.asdict(self)
-
     def run_name(self, counter: int) -> str:
         """A run folder name like `00003-quickstart-32-b64` (counter, name, resolution,
         batch size); characters other than letters, digits, `.`, `_`, `-` become `-`."""
@@ -332,6 +374,136 @@ class Recipe:
             raise ValueError(f"Expected a run counter >= 0. Received: {counter!r}")
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", self.name).strip("-") or "run"
         return f"{counter:05d}-{name}-{self.model.resolution}-b{self.training.batch_size}"
+
+
+# --- the tagger's schema ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TaggerDataConfig:
+    """The tagged faces a tagger trains on, and the share held out to evaluate it.
+
+    Args:
+        source: `"procedural"` (synthetic faces with true tags) or `"tfrecord"`
+            (a `kanime prepare` output read from `path`). Untagged faces are skipped.
+        path: for `"tfrecord"`, a directory of shards or a glob pattern.
+        num_images: the number of procedural faces (ignored for `"tfrecord"`).
+        holdout: the faces held out for evaluation: a fraction in (0, 1) (at least
+            one batch is held out) or an integer count. They are chosen by a
+            permutation seeded by the recipe's seed.
+        flip: random horizontal flips of the training faces.
+
+    Examples:
+
+    >>> TaggerDataConfig(holdout=500).num_images
+    6000
+    """
+
+    source: Literal["procedural", "tfrecord"] = "procedural"
+    path: str | None = None
+    num_images: int = _field(6000, _AT_LEAST_1)
+    holdout: int | float = _field(0.1, _holdout)
+    flip: bool = True
+
+
+@dataclasses.dataclass
+class TaggerModelConfig:
+    """The tagger network (see `kanime.data.tagger.build_tagger`).
+
+    Args:
+        resolution: the side, in pixels, faces are resized to (a multiple of 16).
+        channels: channels of the first of the four stages (doubled at each).
+
+    Examples:
+
+    >>> TaggerModelConfig().resolution
+    64
+    """
+
+    resolution: int = _field(64, _multiple_of_16)
+    channels: int = _field(32, _AT_LEAST_1)
+
+
+@dataclasses.dataclass
+class TaggerTrainingConfig:
+    """The tagger's optimisation: binary cross-entropy per tag, Adam.
+
+    Args:
+        batch_size: faces per step.
+        steps: total training steps (a multiple of `logging.log_every`).
+        learning_rate: Adam's learning rate.
+
+    Examples:
+
+    >>> TaggerTrainingConfig().learning_rate
+    0.002
+    """
+
+    batch_size: int = _field(64, _AT_LEAST_1)
+    steps: int = _field(1500, _AT_LEAST_1)
+    learning_rate: float = _field(2e-3, _Range(0, low_open=True))
+
+
+@dataclasses.dataclass
+class TaggerLoggingConfig:
+    """How often a tagger run reports and saves, in steps.
+
+    Args:
+        log_every: steps between the loss scalars (training and held-out loss);
+            also the length of a Keras "epoch".
+        backup_every: steps between resume backups (a multiple of `log_every`).
+
+    Examples:
+
+    >>> TaggerLoggingConfig().backup_every
+    500
+    """
+
+    log_every: int = _field(100, _AT_LEAST_1)
+    backup_every: int = _field(500, _AT_LEAST_1)
+
+
+@dataclasses.dataclass
+class TaggerRecipe(_RecipeBase):
+    """A tagger run (`kanime fit-tagger`): data, model, training and logging.
+
+    Build one with `load_recipe(path, recipe_type=TaggerRecipe)` or
+    `recipe_from_dict(mapping, recipe_type=TaggerRecipe)`, which validate every
+    value; the constructor itself does not.
+
+    Args:
+        name: a short name; the default run folder is `runs/<name>`.
+        seed: seeds the held-out split, the batches and the weights (>= 0).
+        tags: `"paper"` for the paper's 34 tags, or a mapping accepted by
+            `TagVocabulary.from_config`.
+        threshold: the score at which a tag is predicted when the held-out
+            faces are evaluated (in an exclusive group only the best tag of the
+            group is kept); null uses each tag group's own threshold.
+        data: a `TaggerDataConfig`.
+        model: a `TaggerModelConfig`.
+        training: a `TaggerTrainingConfig`.
+        logging: a `TaggerLoggingConfig`.
+
+    Examples:
+
+    >>> recipe = recipe_from_dict({"data": {"holdout": 600}}, recipe_type=TaggerRecipe)
+    >>> recipe.name, recipe.data.holdout, recipe.model.resolution, recipe.threshold
+    ('tagger', 600, 64, 0.5)
+    """
+
+    name: str = _field("tagger", _non_empty)
+    seed: int = _field(0, _AT_LEAST_0)
+    tags: Literal["paper"] | dict = _field("paper", _tag_vocabulary)
+    threshold: float | None = _field(0.5, _optional(_Range(0, 1, low_open=True, high_open=True)))
+    data: TaggerDataConfig = _section(TaggerDataConfig)
+    model: TaggerModelConfig = _section(TaggerModelConfig)
+    training: TaggerTrainingConfig = _section(TaggerTrainingConfig)
+    logging: TaggerLoggingConfig = _section(TaggerLoggingConfig)
+
+
+# The command that trains each kind of recipe, named when a file of one kind is
+# given to the other.
+_COMMANDS = {Recipe: ("GAN", "kanime fit"), TaggerRecipe: ("tagger", "kanime fit-tagger")}
 
 
 # --- generic validation driven by the field types ---------------------------------
@@ -443,7 +615,7 @@ def _build(cls, mapping, source: str, prefix: str = ""):
     return cls(**values)
 
 
-def _check_recipe(recipe: Recipe, source: str) -> Recipe:
+def _check_recipe(recipe: Recipe | TaggerRecipe, source: str) -> Recipe | TaggerRecipe:
     """Rules that involve several fields."""
     if recipe.data.source == "tfrecord" and not recipe.data.path:
         raise RecipeError(
@@ -451,7 +623,38 @@ def _check_recipe(recipe: Recipe, source: str) -> Recipe:
             "a directory of TFRecord shards or a glob pattern (e.g. `data.path: data/shards` "
             f"or `--set data.path=data/shards`). Received: data.path={recipe.data.path!r}"
         )
+    if isinstance(recipe, TaggerRecipe):
+        # A tagger run logs, and backs up, at the end of each log interval.
+        log_every = recipe.logging.log_every
+        for key, value in [
+            ("training.steps", recipe.training.steps),
+            ("logging.backup_every", recipe.logging.backup_every),
+        ]:
+            if value % log_every:
+                raise RecipeError(
+                    f"{source}: `{key}` expected a multiple of `logging.log_every` "
+                    f"({log_every}). Received: {value}"
+                )
     return recipe
+
+
+def _build_recipe(recipe_type, mapping, source: str):
+    """`_build` of a whole recipe; a file of another kind of recipe says which command
+    trains it."""
+    try:
+        return _build(recipe_type, mapping, source)
+    except RecipeError as error:
+        for other, (kind, command) in _COMMANDS.items():
+            if other is recipe_type or not isinstance(mapping, Mapping):
+                continue
+            try:
+                _build(other, mapping, source)
+            except RecipeError:
+                continue
+            raise RecipeError(
+                f"{error}. {source} reads as a {kind} recipe: train it with `{command}`."
+            ) from error
+        raise
 
 
 def _merge(base: dict, update: Mapping) -> dict:
@@ -504,25 +707,27 @@ def _apply(recipe: Recipe, overrides: Iterable[str], source: str) -> Recipe:
 # --- public API -----------------------------------------------------------------
 
 
-def recipe_from_dict(mapping: Mapping, source: str = "<dict>") -> Recipe:
-    """A validated `Recipe` from a (possibly partial) nested mapping.
+def recipe_from_dict(mapping: Mapping, source: str = "<dict>", recipe_type=Recipe):
+    """A validated recipe from a (possibly partial) nested mapping.
 
     Args:
         mapping: sections and values, as in a recipe file; missing keys keep
             their defaults.
         source: names the origin of `mapping` in error messages.
+        recipe_type: `Recipe` (a GAN, `kanime fit`) or `TaggerRecipe`
+            (`kanime fit-tagger`).
 
     Examples:
 
     >>> recipe_from_dict({"training": {"batch_size": 16}}).training.steps
     100000
+    >>> recipe_from_dict({}, recipe_type=TaggerRecipe).training.steps
+    1500
     """
-    return _check_recipe(_build(Recipe, mapping, source), source)
+    return _check_recipe(_build_recipe(recipe_type, mapping, source), source)
 
 
-def apply_overrides(
-    recipe: Recipe, overrides: Iterable[str], source: str = OVERRIDE_SOURCE
-) -> Recipe:
+def apply_overrides(recipe, overrides: Iterable[str], source: str = OVERRIDE_SOURCE):
     """A new recipe with `key.path=value` overrides applied; `recipe` is unchanged.
 
     Values are read with `yaml.safe_load` (`null` is None, `true` a boolean) and
@@ -530,7 +735,7 @@ def apply_overrides(
     only the keys it names.
 
     Args:
-        recipe: the recipe to start from.
+        recipe: the recipe to start from (a `Recipe` or a `TaggerRecipe`).
         overrides: strings such as `"training.batch_size=128"`.
         source: names the origin of the overrides in error messages.
 
@@ -543,13 +748,15 @@ def apply_overrides(
     return _check_recipe(_apply(recipe, overrides, source), source)
 
 
-def load_recipe(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Recipe:
+def load_recipe(path: str | os.PathLike, overrides: Iterable[str] = (), recipe_type=Recipe):
     """Read, validate and override a recipe file.
 
     Args:
         path: the YAML file. An empty file gives the default recipe.
         overrides: `key.path=value` strings applied after the file (see
             `apply_overrides`); the cross-field rules are checked last.
+        recipe_type: `Recipe` (a GAN, `kanime fit`) or `TaggerRecipe`
+            (`kanime fit-tagger`).
 
     Examples:
 
@@ -573,16 +780,17 @@ def load_recipe(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Recip
         mark = getattr(e, "problem_mark", None)
         where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
         raise RecipeError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from e
-    recipe = _build(Recipe, {} if mapping is None else mapping, source)
+    recipe = _build_recipe(recipe_type, {} if mapping is None else mapping, source)
     recipe = _apply(recipe, overrides, OVERRIDE_SOURCE)
     return _check_recipe(recipe, f"{source} with --set overrides" if overrides else source)
 
 
-def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+def dump_recipe(recipe, path: str | os.PathLike) -> None:
     """Write `recipe` as YAML, atomically (a temporary file then `os.replace`).
 
     Args:
-        recipe: the recipe to write; `load_recipe(path)` reads back an equal one.
+        recipe: the recipe to write (a `Recipe` or a `TaggerRecipe`); `load_recipe`
+            reads back an equal one.
         path: the destination file; its directory must exist.
     """
     path = os.fspath(path)

@@ -33,6 +33,12 @@ def shards(tmp_path_factory):
     return folder, images, tags, tagged
 
 
+@pytest.fixture(params=[True, False], ids=["cached", "streamed"])
+def cache(request):
+    """Both paths of `make_dataset`: decoded once and kept in memory, or decoded every pass."""
+    return request.param
+
+
 def collect(dataset, limit=None):
     images, tags = [], []
     for i, (x, t) in enumerate(dataset):
@@ -49,10 +55,10 @@ def in_order(path, batch_size, image_size, **kwargs):
     return make_dataset(path, batch_size, image_size, **kwargs)
 
 
-def test_shapes_dtypes_range_and_tags(shards):
+def test_shapes_dtypes_range_and_tags(shards, cache):
     folder, images, tags, _ = shards
     first = list_shards(folder)[0]
-    dataset = in_order(first, 8, SIZE)
+    dataset = in_order(first, 8, SIZE, cache=cache)
     spec = dataset.element_spec
     assert tuple(spec[0].shape) == (8, SIZE, SIZE, 3) and tuple(spec[1].shape) == (8, 34)
     x, t = collect(dataset)
@@ -66,9 +72,9 @@ def test_shapes_dtypes_range_and_tags(shards):
     assert np.abs((x + 1) * 127.5 - images[:16]).mean() < 10
 
 
-def test_all_shards_are_read_once_per_pass(shards):
+def test_all_shards_are_read_once_per_pass(shards, cache):
     folder, _, tags, _ = shards
-    dataset = make_dataset(folder, 8, SIZE, seed=1, repeat=False, drop_remainder=False)
+    dataset = make_dataset(folder, 8, SIZE, cache=cache, seed=1, repeat=False, drop_remainder=False)
     assert dataset.element_spec[0].shape[0] is None
     _, t = collect(dataset)
     assert len(t) == N
@@ -76,41 +82,43 @@ def test_all_shards_are_read_once_per_pass(shards):
     assert sorted(map(tuple, t)) == sorted(map(tuple, tags))
 
 
-def test_seeded_datasets_are_deterministic(shards):
+def test_seeded_datasets_are_deterministic(shards, cache):
     folder = shards[0]
-    a, ta = collect(make_dataset(folder, 8, SIZE, seed=7, shuffle_buffer=64), limit=3)
-    b, tb = collect(make_dataset(folder, 8, SIZE, seed=7, shuffle_buffer=64), limit=3)
+    a, ta = collect(make_dataset(folder, 8, SIZE, cache=cache, seed=7, shuffle_buffer=64), limit=3)
+    b, tb = collect(make_dataset(folder, 8, SIZE, cache=cache, seed=7, shuffle_buffer=64), limit=3)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ta, tb)
-    c, tc = collect(make_dataset(folder, 8, SIZE, seed=8, shuffle_buffer=64), limit=3)
+    c, tc = collect(make_dataset(folder, 8, SIZE, cache=cache, seed=8, shuffle_buffer=64), limit=3)
     assert not np.array_equal(a, c)
-    assert make_dataset(folder, 8, SIZE, seed=7).options().deterministic
-    assert not make_dataset(folder, 8, SIZE).options().deterministic
+    assert make_dataset(folder, 8, SIZE, cache=cache, seed=7).options().deterministic
+    assert not make_dataset(folder, 8, SIZE, cache=cache).options().deterministic
 
 
-def test_repeat_gives_endless_reshuffled_passes(shards):
+def test_repeat_gives_endless_reshuffled_passes(shards, cache):
     folder = shards[0]
-    _, t = collect(make_dataset(folder, 10, SIZE, seed=3, flip=False), limit=8)  # 2 passes
+    _, t = collect(
+        make_dataset(folder, 10, SIZE, cache=cache, seed=3, flip=False), limit=8
+    )  # 2 passes
     first, second = t[:N], t[N:]
     assert sorted(map(tuple, first)) == sorted(map(tuple, second))
     assert not np.array_equal(first, second)
 
 
-def test_flips_are_horizontal_and_random(shards):
+def test_flips_are_horizontal_and_random(shards, cache):
     folder = shards[0]
     first = list_shards(folder)[0]
-    plain, _ = collect(in_order(first, 16, SIZE))
-    flipped, _ = collect(in_order(first, 16, SIZE, flip=True))
+    plain, _ = collect(in_order(first, 16, SIZE, cache=cache))
+    flipped, _ = collect(in_order(first, 16, SIZE, flip=True, cache=cache))
     same = np.all(flipped == plain, axis=(1, 2, 3))
     mirrored = np.all(flipped == plain[:, :, ::-1], axis=(1, 2, 3))
     assert np.all(same | mirrored)
     assert same.any() and mirrored.any()
 
 
-def test_allow_untagged_false_drops_untagged_records(shards):
+def test_allow_untagged_false_drops_untagged_records(shards, cache):
     folder, _, tags, tagged = shards
     kwargs = {"shuffle": False, "flip": False, "repeat": False, "drop_remainder": False}
-    _, t = collect(make_dataset(folder, 8, SIZE, allow_untagged=False, **kwargs))
+    _, t = collect(make_dataset(folder, 8, SIZE, cache=cache, allow_untagged=False, **kwargs))
     assert len(t) == tagged.sum() < N
     assert (t.sum(axis=1) > 0).all()
     assert sorted(map(tuple, t)) == sorted(map(tuple, tags[tagged]))
@@ -131,6 +139,27 @@ def test_images_are_resized_when_the_stored_size_differs(tmp_path):
     y, _ = collect(in_order(tmp_path, 4, 64))
     assert bigger.shape == y.shape[:1] + (64, 64, 3)
     assert np.abs((y + 1) * 127.5 - bigger).mean() < 2
+
+
+def test_the_cache_is_chosen_by_the_decoded_size(shards):
+    folder, _, tags, _ = shards
+    kwargs = {"seed": 0, "flip": False, "repeat": False, "drop_remainder": False}
+    # N faces of SIZE x SIZE x 3 bytes: under the limit they are cached, over it streamed;
+    # either way one pass holds every face once.
+    for limit in (N * SIZE * SIZE * 3, N * SIZE * SIZE * 3 - 1):
+        _, t = collect(make_dataset(folder, 8, SIZE, cache_limit_bytes=limit, **kwargs))
+        assert sorted(map(tuple, t)) == sorted(map(tuple, tags))
+    cached = make_dataset(folder, 8, SIZE, cache_limit_bytes=N * SIZE * SIZE * 3)
+    streamed = make_dataset(folder, 8, SIZE, cache_limit_bytes=N * SIZE * SIZE * 3 - 1)
+    assert "CacheDatasetV2" in _ops(cached) and "CacheDatasetV2" not in _ops(streamed)
+
+
+def _ops(dataset):
+    import tensorflow as tf
+
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(dataset._as_serialized_graph().numpy())
+    return {node.op for node in graph.node}
 
 
 def test_bad_path_and_wrong_tag_count(shards, tmp_path):

@@ -44,6 +44,8 @@ def make_dataset(
     num_parallel_calls: int | None = None,
     cycle_length: int = 16,
     parallel_reads: int | None = None,
+    cache: bool | None = None,
+    cache_limit_bytes: int = 2 * 1024**3,
 ):
     """A `tf.data.Dataset` of `(images, tags)` training batches from TFRecord shards.
 
@@ -58,6 +60,12 @@ def make_dataset(
     random ops keyed on the seed and the batch counter, and the dataset's
     `options().deterministic` is True). Without one, the order of the shards'
     records may vary from run to run, which is faster.
+
+    A data set whose decoded images fit in `cache_limit_bytes` is decoded once
+    and kept in memory (`cache`): its first pass runs at JPEG-decoding speed,
+    every later pass only shuffles, flips and batches the decoded images. Each
+    pass is then a uniform shuffle of the whole data set. A larger one streams
+    from the shards every pass, shuffled in a buffer of `shuffle_buffer` records.
 
     Args:
         path_or_pattern: a folder of shards, a glob pattern or a file (see
@@ -77,6 +85,11 @@ def make_dataset(
         parallel_reads: threads reading the shards; None reads them in the
             pipeline's own thread, the cheapest on a local disk. A few threads
             (or `tf.data.AUTOTUNE`) help on a network file system.
+        cache: keep the decoded images in memory after the first pass; None
+            decides by `cache_limit_bytes`.
+        cache_limit_bytes: the most memory the decoded images may take for
+            `cache=None` to cache them (they take `records x image_size^2 x 3`
+            bytes).
 
     Returns:
         A dataset of `(images, tags)`: float32 images `(batch, image_size,
@@ -111,26 +124,6 @@ def make_dataset(
     deterministic = seed is not None
     flip_seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
 
-    records = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        records = records.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    records = records.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=max(1, min(cycle_length, len(files))),
-        block_length=1,
-        num_parallel_calls=parallel_reads,
-        deterministic=deterministic if parallel_reads else None,
-    )
-    if not allow_untagged:
-        tagged_spec = {"tagged": tf.io.FixedLenFeature([], tf.int64, default_value=0)}
-        records = records.filter(
-            lambda r: tf.io.parse_single_example(r, tagged_spec)["tagged"] != 0
-        )
-    if shuffle:
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        records = records.repeat()
-
     spec = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "tags": tf.io.FixedLenFeature([num_tags], tf.float32),
@@ -157,37 +150,111 @@ def make_dataset(
 
         same = tf.reduce_all(tf.shape(image)[:2] == size)
         image = tf.ensure_shape(tf.cond(same, lambda: image, resize), (image_size, image_size, 3))
-        if flip:  # one image at a time: several times faster than a select over the batch
-            image = tf.cond(mirror, lambda: tf.reverse(image, axis=[1]), lambda: image)
+        # One image at a time: several times faster than a select over the batch.
+        image = tf.cond(mirror, lambda: tf.reverse(image, axis=[1]), lambda: image)
         return image
 
-    def load(counter, serialized):
+    def mirrors(counter, count):
+        if flip:  # stateless: the flips of batch `counter` depend only on (seed, counter)
+            key = tf.stack([tf.constant(flip_seed, tf.int64), counter])
+            return tf.random.stateless_uniform(count, seed=key) < 0.5
+        return tf.zeros(count, tf.bool)
+
+    def flip_some(images, mirror):
+        # Mirrors the images where `mirror` is True. Splitting the batch, reversing one
+        # part and stitching it back moves each pixel about 3 times; a select over the
+        # batch (`tf.where`) was several times slower.
+        mirror = tf.cast(mirror, tf.int32)
+        index = tf.dynamic_partition(tf.range(tf.shape(images)[0]), mirror, 2)
+        kept, flipped = tf.dynamic_partition(images, mirror, 2)
+        return tf.dynamic_stitch(index, [kept, tf.reverse(flipped, axis=[2])])
+
+    def decode_batch(serialized, counter=None):
+        """uint8 images and tags of a batch of records, flipped when `counter` is given."""
         # One vectorized parse per batch, then one map_fn over its JPEGs: on 2 CPU cores
         # this cost less CPU per image than a parse-and-decode map per record.
         parsed = tf.io.parse_example(serialized, spec)
         count = tf.shape(serialized)[:1]
-        if flip:  # stateless: the flips of batch `counter` depend only on (seed, counter)
-            key = tf.stack([tf.constant(flip_seed, tf.int64), counter])
-            mirror = tf.random.stateless_uniform(count, seed=key) < 0.5
-        else:
-            mirror = tf.zeros(count, tf.bool)
+        mirror = tf.zeros(count, tf.bool) if counter is None else mirrors(counter, count)
         images = tf.map_fn(
             decode,
             (parsed["image"], mirror),
             fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
         )
-        # uint8 -> x / 127.5 - 1 in one kernel: dequantizing [0, 255] onto [-1, 1] gives
-        # the same floats as a cast, a multiply and a subtract, several times faster.
-        images = tf.bitcast(images, tf.quint8)
-        images = tf.quantization.dequantize(images, -1.0, 1.0, mode="MIN_COMBINED")
         return images, parsed["tags"]
 
-    batches = records.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+    total = count_records(files)
+    if cache is None:
+        cache = total * image_size * image_size * 3 <= cache_limit_bytes
+    if cache:
+        # Decoded once, in shard order, and kept in memory; each pass is then a uniform
+        # shuffle of the whole data set and costs no decoding.
+        faces = tf.data.TFRecordDataset(files)
+        if not allow_untagged:
+            faces = _without_untagged(tf, faces)
+        faces = faces.batch(256).map(decode_batch, num_parallel_calls=parallel, deterministic=True)
+        faces = faces.unbatch().cache()
+        if shuffle:
+            faces = faces.shuffle(max(total, 1), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            faces = faces.repeat()
+
+        def load(counter, batch):
+            images, tags = batch
+            if flip:
+                images = flip_some(images, mirrors(counter, tf.shape(images)[:1]))
+            return _to_unit_range(tf, images), tags
+
+    else:
+        faces = _streamed_records(
+            tf, files, shuffle, shuffle_buffer, seed, allow_untagged, cycle_length,
+            parallel_reads,
+        )  # fmt: skip
+        if repeat:
+            faces = faces.repeat()
+
+        def load(counter, serialized):
+            images, tags = decode_batch(serialized, counter)
+            return _to_unit_range(tf, images), tags
+
+    batches = faces.batch(batch_size, drop_remainder=drop_remainder).enumerate()
     batches = batches.map(load, num_parallel_calls=parallel, deterministic=deterministic)
     batches = batches.prefetch(autotune)
     options = tf.data.Options()
     options.deterministic = deterministic
     return batches.with_options(options)
+
+
+def _to_unit_range(tf, images):
+    # uint8 -> x / 127.5 - 1 in one kernel: dequantizing [0, 255] onto [-1, 1] gives
+    # the same floats as a cast, a multiply and a subtract, several times faster.
+    images = tf.bitcast(images, tf.quint8)
+    return tf.quantization.dequantize(images, -1.0, 1.0, mode="MIN_COMBINED")
+
+
+def _without_untagged(tf, records):
+    tagged_spec = {"tagged": tf.io.FixedLenFeature([], tf.int64, default_value=0)}
+    return records.filter(lambda r: tf.io.parse_single_example(r, tagged_spec)["tagged"] != 0)
+
+
+def _streamed_records(tf, files, shuffle, shuffle_buffer, seed, allow_untagged, cycle_length,
+                      parallel_reads):  # fmt: skip
+    """The shards' records, interleaved and shuffled in a buffer of `shuffle_buffer`."""
+    records = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        records = records.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    records = records.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=max(1, min(cycle_length, len(files))),
+        block_length=1,
+        num_parallel_calls=parallel_reads,
+        deterministic=(seed is not None) if parallel_reads else None,
+    )
+    if not allow_untagged:
+        records = _without_untagged(tf, records)
+    if shuffle:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return records
 
 
 def load_arrays(path_or_pattern, image_size: int, allow_untagged: bool = True, progress=False):

@@ -3,7 +3,8 @@
 Each input file goes through: decode (`kanime.data.decode`) -> find faces
 (`kanime.data.detect`: cascade boxes grown 1.5x, square crops resized to
 `size`; or, with `faces=True`, the whole image is the face: a centred square
-crop) -> near-duplicate removal (`kanime.data.dedupe`) -> tags from a labels CSV
+crop) -> near-duplicate removal (`kanime.data.dedupe`) -> tags from a labels CSV,
+or from a tagger (`kanime.data.tagging.Tagger`) for faces the CSV does not list
 -> an optional year filter from a metadata CSV -> a record in a shard.
 
 The output folder holds:
@@ -11,13 +12,13 @@ The output folder holds:
 - `faces-NNNNN.tfrecord`: the faces, written by `kanime.data.tfrecords.ShardWriter`;
 - `manifest.jsonl`: one row per face: id, source, box (the grown square cut from
   the source, `x, y, w, h`, as in the record), detection (the cascade's box),
-  tags (names), tagged, year, shard, hash;
+  tags (names), tagged, tagged_by (`"labels"`, `"tagger"` or null), year, shard, hash;
 - `rejected.jsonl`: one row per input (or face) not used, with the reason;
 - `stats.json`: counts (inputs, faces, rejected by reason, faces per tag, untagged),
   time and speed;
 - `labels.png`: a bar chart of the faces per tag;
 - `prepare.json`: the options that fix the content of the records (size, mode,
-  tags), checked when a run resumes.
+  tags, the tagger's fingerprint), checked when a run resumes.
 
 Durability: a shard is the unit of work that survives a kill. Faces are buffered
 for the current shard; when the shard file has been committed (atomically), the
@@ -31,7 +32,11 @@ than `shard_size` faces.
 
 Decoding, detection, cropping and JPEG encoding run in a process pool; dedupe,
 tagging and writing run in the calling process, in input order, so the result
-does not depend on the number of workers.
+does not depend on the number of workers. With a tagger, the results of the pool
+wait in order until a batch of faces needs tags; the tagger scores the decoded
+JPEG crops (what the records hold) in one call, then the waiting inputs are
+handled as without one. Nothing of a waiting input is on disk, so a kill loses
+no more than the shard being filled.
 """
 
 from __future__ import annotations
@@ -453,9 +458,9 @@ def _check_settings(out, settings):
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         changed = [
-            f"{key}: {old.get(key)!r} before, {settings[key]!r} now"
-            for key in ("size", "faces", "min_face", "grow", "tags")
-            if old.get(key) != settings[key]
+            f"{key}: {_shown(old, key)} before, {_shown(settings, key)} now"
+            for key in ("size", "faces", "min_face", "grow", "tags", "tagger")
+            if old.get(key) != settings.get(key)
         ]
         if changed:
             raise ValueError(
@@ -464,6 +469,12 @@ def _check_settings(out, settings):
             )
     else:
         write_json(path, settings)
+
+
+def _shown(settings, key):
+    if key == "tagger" and settings.get("tagger"):
+        return f"{settings.get('tagger_path')} ({settings['tagger']})"
+    return repr(settings.get(key))
 
 
 def _recover_shards(out, manifest) -> tuple[int, list[str]]:
@@ -512,6 +523,7 @@ def prepare(
     max_distance: int = 4,
     max_pixels: int | None = MAX_PIXELS,
     min_size: int = MIN_SIZE,
+    tagger=None,
 ) -> dict:
     """Finds, crops, dedupes and tags the faces in the images under `src`; writes them to `out`.
 
@@ -542,6 +554,10 @@ def prepare(
             bits are near duplicates: the later one is rejected. -1 keeps all.
         max_pixels: larger images are rejected as decompression bombs.
         min_size: smaller images (short side, in pixels) are rejected.
+        tagger: a `kanime.data.tagging.Tagger`, or a path for one: it tags the
+            faces that `labels` does not list (every face without `labels`).
+            Its fingerprint goes into `prepare.json`: a run cannot resume with
+            another tagger, or with none.
 
     Returns:
         The statistics written to `out/stats.json`.
@@ -556,8 +572,10 @@ def prepare(
         raise ValueError(f"shard_size must be at least 1. Received: {shard_size}")
     if min_year is not None and metadata is None:
         raise ValueError("min_year needs a metadata CSV with filename and year columns.")
-    if not allow_untagged and labels is None:
-        raise ValueError("allow_untagged=False needs a labels CSV: every face would be rejected.")
+    if not allow_untagged and labels is None and tagger is None:
+        raise ValueError(
+            "allow_untagged=False needs a labels CSV or a tagger: every face would be rejected."
+        )
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 0:
         raise ValueError(f"workers must be 0 or more. Received: {workers}")
@@ -567,6 +585,10 @@ def prepare(
 
     table = read_labels(labels, vocabulary) if labels is not None else None
     years = read_years(metadata) if metadata is not None else None
+    if tagger is not None:
+        from kanime.data.tagging import Tagger
+
+        tagger = tagger if isinstance(tagger, Tagger) else Tagger(tagger, vocabulary)
     cascade_file = None
     if not faces:
         from kanime.data.detect import cascade_path
@@ -594,6 +616,8 @@ def prepare(
             "min_face": int(min_face),
             "grow": GROW,
             "tags": list(vocabulary.names),
+            "tagger": tagger.fingerprint if tagger is not None else None,
+            "tagger_path": str(tagger.model_path.resolve()) if tagger is not None else None,
         }
         _check_settings(out, settings)
 
@@ -617,7 +641,7 @@ def prepare(
         todo = [(rel, path) for rel, path in sources if rel not in done]
 
         # Cheap checks first: the year and the labels need no decoding.
-        output = _Output(out, next_shard, shard_size, vocabulary, kept, table, years)
+        output = _Output(out, next_shard, shard_size, vocabulary, kept, table, years, tagger)
         output.writer_class, output.encode = ShardWriter, encode_example  # imported lazily above
         output.faces = len(manifest)
         output.rejected = len({row["source"] for row in rejected} - done_with_faces)
@@ -628,7 +652,7 @@ def prepare(
                 output.reject([{"source": rel, "reason": "no year"}])
             elif min_year is not None and years[key] < min_year:
                 output.reject([{"source": rel, "reason": f"before {min_year}"}])
-            elif not allow_untagged and key not in table:
+            elif not allow_untagged and tagger is None and key not in table:
                 output.reject([{"source": rel, "reason": "untagged"}])
             else:
                 work.append((rel, path))
@@ -644,6 +668,7 @@ def prepare(
             for i, result in pool.map([str(path) for _, path in work]):
                 output.take(work[i][0], result)
                 bar.update(task, advance=1, faces=output.faces, rejected=output.rejected)
+            output.tag_waiting()
             output.flush()
 
         seconds = time.perf_counter() - started
@@ -663,7 +688,7 @@ def prepare(
 class _Output:
     """The main-process half: dedupe, tags, and the shard buffer with its manifest rows."""
 
-    def __init__(self, out, next_shard, shard_size, vocabulary, kept, table, years):
+    def __init__(self, out, next_shard, shard_size, vocabulary, kept, table, years, tagger=None):
         self.out = Path(out)
         self.next_shard = next_shard
         self.shard_size = int(shard_size)
@@ -671,6 +696,8 @@ class _Output:
         self.kept = kept
         self.table = table
         self.years = years
+        self.tagger = tagger
+        self.waiting, self.waiting_faces = [], 0  # results waiting for the tagger, in order
         self.faces = 0
         self.rejected = 0  # inputs
         self.records, self.rows, self.dups = [], [], []
@@ -681,16 +708,51 @@ class _Output:
         append_jsonl(self.out / REJECTED, rows)
         self.rejected += inputs
 
+    def _labels(self, rel):
+        return self.table.get(_key(rel)) if self.table is not None else None
+
     def take(self, rel, result):
-        """Handles the worker's result for input `rel`."""
+        """Handles the worker's result for input `rel`, in input order.
+
+        With a tagger, an input with faces to tag waits, and so does every input
+        after it, until a batch of faces (or of inputs) waits.
+        """
+        needs_tags = self.tagger is not None and "faces" in result and self._labels(rel) is None
+        if not needs_tags and not self.waiting:
+            self._take(rel, result)
+            return
+        self.waiting.append((rel, result))
+        self.waiting_faces += len(result["faces"]) if needs_tags else 0
+        if max(self.waiting_faces, len(self.waiting)) >= self.tagger.batch_size:
+            self.tag_waiting()
+
+    def tag_waiting(self):
+        """Tags the waiting faces that have no labels in one call, then handles their inputs."""
+        import cv2
+
+        found = [
+            face
+            for rel, result in self.waiting
+            if "faces" in result and self._labels(rel) is None
+            for face in result["faces"]
+        ]
+        if found:
+            crops = [
+                cv2.imdecode(np.frombuffer(face["jpeg"], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+                for face in found
+            ]
+            for face, tags in zip(found, self.tagger.tags(crops)):
+                face["tags"] = tags
+        waiting, self.waiting, self.waiting_faces = self.waiting, [], 0
+        for rel, result in waiting:
+            self._take(rel, result)
+
+    def _take(self, rel, result):
         if "reason" in result:
             self.reject([{"source": rel, "reason": result["reason"]}])
             return
         key = _key(rel)
-        tags = self.table.get(key) if self.table is not None else None
-        tagged = tags is not None
-        if tags is None:
-            tags = np.zeros((len(self.vocabulary),), dtype="float32")
+        labels = self._labels(rel)
         year = self.years.get(key) if self.years is not None else None
         records, rows, dups = [], [], []
         for k, found in enumerate(result["faces"]):
@@ -702,6 +764,12 @@ class _Output:
                 )
                 continue
             self.kept.add(found["hash"], fid)
+            tags, tagged_by = labels, "labels"
+            if tags is None:
+                tags, tagged_by = found.get("tags"), "tagger"
+            if tags is None:
+                tags, tagged_by = np.zeros((len(self.vocabulary),), dtype="float32"), None
+            tagged = tagged_by is not None
             box = tuple(found["box"])
             year_value = -1 if year is None else year
             records.append(self.encode(fid, found["jpeg"], tags, int(tagged), rel, box, year_value))
@@ -713,6 +781,7 @@ class _Output:
                     "detection": found["detection"],
                     "tags": self.vocabulary.decode(tags),
                     "tagged": tagged,
+                    "tagged_by": tagged_by,
                     "year": year,
                     "hash": f"{found['hash']:016x}",
                 }

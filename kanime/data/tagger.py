@@ -1,12 +1,27 @@
 """A multi-label CNN tagger: the stand-in for Illustration2Vec, whose weights are not obtainable.
 
-`fit_tagger` trains it on tagged faces (a `kanime prepare` output, or procedural
-faces), holds out a split, reports per-tag precision and recall on it, and exports
-`tagger.keras`: images in [-1, 1] -> one score in [0, 1] per tag. Like the
-generator, the export is made of built-in Keras layers only.
+`fit_tagger` trains it from a `TaggerRecipe` (`kanime fit-tagger RECIPE`) on tagged
+faces (a `kanime prepare` output, or procedural faces), holds out a seeded split,
+reports per-tag precision and recall on it, and exports `tagger.keras`: images in
+[-1, 1] -> one score in [0, 1] per tag. Like the generator, the export is made of
+built-in Keras layers only.
+
+A tagger run directory (`runs/<recipe name>` unless told otherwise) holds:
+
+- `recipe.yaml`: the resolved recipe;
+- `logs/`: TensorBoard scalars (`loss`, held-out `val_loss`, `learning_rate`) every
+  `log_every` steps, and the same rows in `metrics.jsonl`;
+- `backup/state.npz`: the weights and the optimizer's state, every `backup_every`
+  steps; running the same command again resumes from it;
+- `tagger.keras`, `settings.json` (`image_size`, `tags`, `threshold`, `vocabulary`)
+  and `evaluation.json` (per-tag precision, recall and support on the held-out faces).
+
+Every file is written atomically.
 """
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -16,7 +31,21 @@ from keras import layers
 from kanime.atomic import atomic_path
 from kanime.data.batches import ArrayBatches
 from kanime.models.export import save_model_atomic
+from kanime.recipe import (
+    RecipeError,
+    TaggerRecipe,
+    apply_overrides,
+    dump_recipe,
+    load_recipe,
+    recipe_from_dict,
+)
 from kanime.tags import PAPER_TAGS
+
+# The parts of a recipe that fix the shapes of the variables a backup holds, and
+# those that choose the held-out faces (which a resumed run must not train on).
+SHAPE_KEYS = ("model", "tags")
+SPLIT_KEYS = ("seed", "data.source", "data.path", "data.num_images", "data.holdout")
+NAN_HINT = "Lower training.learning_rate if it happens again."
 
 
 def build_tagger(resolution=64, num_tags=34, channels=32, name="tagger"):
@@ -77,86 +106,304 @@ def precision_recall(predicted, truth, vocabulary=PAPER_TAGS):
     return rows
 
 
-def _load(data, image_size, num_procedural, seed, progress):
-    if str(data) == "procedural":
+@dataclasses.dataclass
+class TaggerResult:
+    """What `fit_tagger` did: the run folder, the step reached, the step it resumed
+    from (0 for a new run) and the held-out evaluation (as in `evaluation.json`)."""
+
+    run_dir: Path
+    step: int
+    resumed_from: int
+    evaluation: dict
+
+
+def _data_name(recipe):
+    return recipe.data.path if recipe.data.source == "tfrecord" else "procedural"
+
+
+def load_tagged_faces(recipe, progress=False):
+    """The recipe's tagged faces as `(images, tags)`: uint8 `(n, r, r, 3)`, float32 `(n, T)`.
+
+    Procedural faces, or every tagged face of a prepared dataset (untagged ones are
+    skipped), at `model.resolution`.
+    """
+    data, size = recipe.data, recipe.model.resolution
+    if data.source == "procedural":
         from kanime.data.procedural import make_faces
 
-        return make_faces(num_procedural, image_size, seed=seed, progress=progress)
+        try:
+            return make_faces(data.num_images, size, recipe.seed, recipe.vocabulary, progress)
+        except ValueError as e:
+            raise RecipeError(f"tags: {e}. Use `tags: paper` with procedural data.") from e
     from kanime.data.pipeline import load_arrays
+    from kanime.data.tfrecords import list_shards
 
-    return load_arrays(data, image_size, allow_untagged=False, progress=progress)
+    try:
+        list_shards(data.path)
+    except FileNotFoundError as e:
+        raise RecipeError(
+            f"data.path: no prepared dataset at {data.path!r} ({e}). Make one from a folder "
+            f"of illustrations with `kanime prepare SRC {data.path}`, then run this recipe "
+            "again."
+        ) from e
+    images, tags = load_arrays(data.path, size, allow_untagged=False, progress=progress)
+    if tags.shape[1] != len(recipe.vocabulary):
+        raise RecipeError(
+            f"data.path: the records carry {tags.shape[1]} tags; the recipe's vocabulary "
+            f"has {len(recipe.vocabulary)}."
+        )
+    return images, tags
 
 
-def fit_tagger(
-    data,
-    run_dir,
-    *,
-    image_size=64,
-    steps=1500,
-    batch_size=64,
-    learning_rate=2e-3,
-    channels=32,
-    holdout=0.1,
-    seed=0,
-    num_procedural=6000,
-    threshold=0.5,
-    vocabulary=PAPER_TAGS,
-    progress=True,
-):
-    """Trains the tagger on tagged faces and evaluates it on a held-out split.
+def held_out_split(num_faces, recipe):
+    """`(held_out, train)` indices: a permutation seeded by the recipe's seed.
+
+    A fractional `data.holdout` holds out at least one batch; an integer holds out
+    exactly that many faces.
+    """
+    batch, holdout = recipe.training.batch_size, recipe.data.holdout
+    if num_faces < 2 * batch:
+        raise RecipeError(
+            f"{_data_name(recipe)}: {num_faces} tagged faces; the tagger needs at least "
+            f"{2 * batch} (two batches of training.batch_size={batch})."
+        )
+    n_val = holdout if isinstance(holdout, int) else max(batch, int(num_faces * holdout))
+    if num_faces - n_val < batch:
+        raise RecipeError(
+            f"data.holdout ({holdout}) holds out {n_val} of the {num_faces} tagged faces, "
+            f"which leaves fewer than one batch (training.batch_size={batch}) to train on."
+        )
+    order = np.random.default_rng(recipe.seed).permutation(num_faces)
+    return order[:n_val], order[n_val:]
+
+
+def build_tagger_for(recipe):
+    """The compiled tagger a recipe describes, with weights seeded by its seed."""
+    keras.utils.set_random_seed(recipe.seed)
+    model = build_tagger(recipe.model.resolution, len(recipe.vocabulary), recipe.model.channels)
+    model.compile(keras.optimizers.Adam(recipe.training.learning_rate), loss="binary_crossentropy")
+    return model
+
+
+def _run_keys(recipe):
+    flat = {"seed": recipe.seed, "model": recipe.to_dict()["model"], "tags": recipe.tags}
+    flat.update({f"data.{k}": v for k, v in dataclasses.asdict(recipe.data).items()})
+    # A value the source ignores does not change the run.
+    ignored = "data.num_images" if recipe.data.source == "tfrecord" else "data.path"
+    flat[ignored] = None
+    return flat
+
+
+def _check_same_run(recipe_file, recipe, run_dir):
+    import yaml
+
+    try:
+        with open(recipe_file, encoding="utf-8") as f:
+            previous = recipe_from_dict(
+                yaml.safe_load(f), source=str(recipe_file), recipe_type=TaggerRecipe
+            )
+    except (RecipeError, yaml.YAMLError) as e:
+        raise RecipeError(
+            f"{run_dir} does not hold a tagger run ({recipe_file} is not a tagger recipe), so "
+            "fit-tagger cannot resume from it. Use another --run-dir."
+        ) from e
+    old, new = _run_keys(previous), _run_keys(recipe)
+    for keys, what, why in [
+        (SHAPE_KEYS, "a different model", ""),
+        (SPLIT_KEYS, "a different held-out split", ": faces it trained on would be evaluated"),
+    ]:
+        changed = [k for k in keys if old[k] != new[k]]
+        if changed:
+            raise RecipeError(
+                f"{run_dir} holds a tagger run of {what} (changed: {', '.join(changed)}{why}), "
+                f"so it cannot resume from it. Use another --run-dir, or the recipe in "
+                f"{recipe_file}."
+            )
+
+
+def _write_json(path, content):
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2)
+
+
+def _metrics(run_dir):
+    path = Path(run_dir) / "logs" / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _drop_metrics_after(run_dir, step):
+    """Drops the `metrics.jsonl` rows past `step` (logged after the last backup of a killed
+    run), so that a resumed run logs each step once."""
+    rows = _metrics(run_dir)
+    if any(row["step"] > step for row in rows):
+        text = "".join(json.dumps(row) + "\n" for row in rows if row["step"] <= step)
+        with atomic_path(Path(run_dir) / "logs" / "metrics.jsonl") as tmp:
+            Path(tmp).write_text(text)
+
+
+def _saved_evaluation(run_dir, recipe, step):
+    """The run's `evaluation.json` when it is up to date with `step` and the recipe."""
+    run_dir = Path(run_dir)
+    if not all((run_dir / n).exists() for n in ("tagger.keras", "settings.json")):
+        return None
+    try:
+        evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    except (OSError, ValueError):
+        return None
+    current = evaluation.get("steps") == step and evaluation.get("threshold") == recipe.threshold
+    return evaluation if current else None
+
+
+def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResult:
+    """Trains the tagger a recipe describes and evaluates it on the held-out faces.
+
+    Resumes from the run's last backup when there is one; a finished run is not
+    trained again (its evaluation is redone only when the threshold changed or
+    the exports are missing).
 
     Args:
-        data: a prepared dataset (folder or shard pattern), or `"procedural"`.
-        run_dir: where `tagger.keras`, `evaluation.json` and `settings.json` go.
-        image_size: side the faces are resized to.
-        steps: training steps (rounded down to whole epochs of 100 steps).
-        batch_size: images per step.
-        learning_rate: Adam's learning rate.
-        channels: channels of the tagger's first stage.
-        holdout: share of the faces held out (chosen by a seeded permutation).
-        seed: seeds the split, the batches and the weights.
-        num_procedural: faces drawn when `data="procedural"`.
-        threshold: score a tag must reach (an exclusive group keeps its best tag only).
-        vocabulary: the tag vocabulary.
-        progress: show progress.
+        recipe: a `TaggerRecipe` or the path of a tagger recipe YAML file.
+        run_dir: the run folder; by default `runs/<recipe name>`.
+        overrides: dotted `key.path=value` overrides (`--set` on the command line).
+        progress: show progress bars.
 
     Returns:
-        The evaluation dict, with per-tag precision, recall and support on the held-out faces.
+        A `TaggerResult`; its `evaluation` has per-tag precision, recall and support
+        on the held-out faces.
+
+    Raises:
+        RecipeError: a bad recipe, override or dataset, or a run folder that holds a
+            different model or held-out split.
+        NonFiniteLossError: the loss became NaN; the last good backup is kept.
     """
-    run_dir = Path(run_dir)
-    keras.utils.set_random_seed(seed)
-    images, tags = _load(data, image_size, num_procedural, seed, progress)
-    if len(images) < 2 * batch_size:
-        raise ValueError(
-            f"{data}: {len(images)} tagged faces; the tagger needs at least {2 * batch_size}."
-        )
-    order = np.random.default_rng(seed).permutation(len(images))
-    n_val = max(batch_size, int(len(images) * holdout))
-    val, train = order[:n_val], order[n_val:]
-    steps_per_epoch = min(steps, 100)
-    batches = ArrayBatches(images[train], tags[train], batch_size, steps_per_epoch, seed=seed)
-    model = build_tagger(image_size, len(vocabulary), channels)
-    model.compile(keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
-    epochs = max(1, steps // steps_per_epoch)
-    set_epoch = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs=None: batches.set_epoch(epoch)
+    from kanime.training.callbacks import (
+        ProgressBar,
+        TaggerMonitor,
+        finite_or_raise,
+        training_step,
     )
-    history = model.fit(batches, epochs=epochs, callbacks=[set_epoch], verbose=2 if progress else 0)
+    from kanime.training.checkpoint import CheckpointError, load_variables, model_state_variables
+
+    if isinstance(recipe, (str, os.PathLike)):
+        recipe = load_recipe(recipe, overrides, recipe_type=TaggerRecipe)
+    elif overrides:
+        recipe = apply_overrides(recipe, overrides)
+    if not isinstance(recipe, TaggerRecipe):
+        raise RecipeError(
+            f"fit_tagger needs a TaggerRecipe (`kanime fit` trains a GAN recipe). "
+            f"Received: {type(recipe).__name__}"
+        )
+    run_dir = Path(run_dir or Path("runs") / recipe.name)
+    recipe_file = run_dir / "recipe.yaml"
+    backup_file = run_dir / "backup" / "state.npz"
+    if backup_file.exists():
+        _check_same_run(recipe_file, recipe, run_dir)
+
+    model = build_tagger_for(recipe)
+    resumed_from, backup_meta = 0, {}
+    if backup_file.exists():
+        model.optimizer.build(model.trainable_variables)
+        try:
+            backup_meta = load_variables(model_state_variables(model), backup_file)
+        except CheckpointError as e:
+            raise RecipeError(str(e)) from e
+        # The learning rate is the recipe's, not the one the backup was made with.
+        model.optimizer.learning_rate = recipe.training.learning_rate
+        resumed_from = training_step(model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_recipe(recipe, recipe_file)
+
+    total, log = recipe.training.steps, recipe.logging
+    if resumed_from >= total:
+        saved = _saved_evaluation(run_dir, recipe, resumed_from)
+        if saved is not None:
+            return TaggerResult(run_dir, resumed_from, resumed_from, saved)
+    elif resumed_from % log.log_every:
+        raise RecipeError(
+            f"logging.log_every ({log.log_every}): the backup in {run_dir} is at step "
+            f"{resumed_from}, which is not a multiple of it; resume with the log_every in "
+            f"{recipe_file}."
+        )
+
+    images, tags = load_tagged_faces(recipe, progress=progress)
+    if "faces" in backup_meta and backup_meta["faces"] != len(images):
+        raise RecipeError(
+            f"{_data_name(recipe)} now holds {len(images)} tagged faces; the backup in {run_dir} "
+            f"was trained with {backup_meta['faces']}, so its held-out split would change. "
+            "Use another --run-dir."
+        )
+    val, train = held_out_split(len(images), recipe)
     val_images = images[val].astype("float32") / 127.5 - 1.0
+    val_tags = tags[val].astype("float32")
+
+    if resumed_from < total:
+        _drop_metrics_after(run_dir, resumed_from)
+        batches = ArrayBatches(
+            images[train], tags[train], recipe.training.batch_size, log.log_every,
+            seed=recipe.seed, flip=recipe.data.flip,
+        )  # fmt: skip
+        if keras.backend.backend() == "tensorflow":
+            data, data_callbacks = batches.to_tf_dataset(resumed_from, total), []
+        else:
+            set_epoch = keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, logs=None: batches.set_epoch(epoch)
+            )
+            data, data_callbacks = batches, [set_epoch]
+        monitor = TaggerMonitor(
+            run_dir, total, log.backup_every,
+            meta={"recipe": recipe.name, "faces": len(images), "held_out": len(val)},
+        )  # fmt: skip
+        bar = ProgressBar(total, resumed_from, enabled=progress, shown=("loss", "val_loss"))
+        try:
+            model.fit(
+                data,
+                steps_per_epoch=log.log_every,
+                epochs=total // log.log_every,
+                initial_epoch=resumed_from // log.log_every,
+                validation_data=(val_images, val_tags),
+                validation_batch_size=256,
+                callbacks=[monitor, bar, *data_callbacks],
+                shuffle=False,  # the batches are already shuffled, reproducibly
+                verbose=0,
+            )
+        finally:
+            bar.close()
+        finite_or_raise(monitor, run_dir, hint=NAN_HINT)
+
+    step = training_step(model)
     scores = model.predict(val_images, batch_size=256, verbose=0)
-    predicted = vocabulary.from_scores(scores, threshold=threshold)
+    predicted = recipe.vocabulary.from_scores(scores, threshold=recipe.threshold)
+    losses = [row["loss"] for row in _metrics(run_dir) if "loss" in row]
     evaluation = {
-        "data": str(data),
-        "held_out": int(n_val),
+        "recipe": recipe.name,
+        "data": _data_name(recipe),
+        "held_out": int(len(val)),
         "trained_on": int(len(train)),
-        "steps": epochs * steps_per_epoch,
-        "final_loss": float(history.history["loss"][-1]),
-        "threshold": threshold,
-        "per_tag": precision_recall(predicted, tags[val], vocabulary),
+        "steps": step,
+        "final_loss": losses[-1] if losses else None,
+        "threshold": recipe.threshold,
+        "per_tag": precision_recall(predicted, val_tags, recipe.vocabulary),
     }
     save_model_atomic(model, run_dir / "tagger.keras")
-    settings = {"image_size": image_size, "tags": list(vocabulary.names)}
-    for name, content in [("evaluation.json", evaluation), ("settings.json", settings)]:
-        with atomic_path(run_dir / name) as tmp, open(tmp, "w") as f:
-            json.dump(content, f, indent=2)
-    return evaluation
+    settings = {
+        "image_size": recipe.model.resolution,
+        "tags": list(recipe.vocabulary.names),
+        "threshold": recipe.threshold,
+        "vocabulary": recipe.vocabulary.get_config(),
+    }
+    _write_json(run_dir / "settings.json", settings)
+    _write_json(run_dir / "evaluation.json", evaluation)  # last: it marks the run complete
+    return TaggerResult(run_dir, step, resumed_from, evaluation)
+
+
+__all__ = [
+    "TaggerResult",
+    "build_tagger",
+    "build_tagger_for",
+    "fit_tagger",
+    "held_out_split",
+    "load_tagged_faces",
+    "precision_recall",
+]

@@ -1,19 +1,20 @@
 """Callbacks of a run: logs, sample grids, backups, exports, NaN guard, progress bar.
 
-They act at the end of a Keras epoch, which `kanime.training.fit` sets to
-`logging.log_every` steps: on JAX that is when Keras writes the jitted
-state back into the variables, so reading weights there costs nothing extra.
+They act at the end of a Keras epoch, which `kanime.training.fit` (and the tagger's
+`fit_tagger`) sets to `logging.log_every` steps: on JAX that is when Keras writes
+the jitted state back into the variables, so reading weights there costs nothing extra.
 """
 
 import json
 import math
 import os
+import time
 import warnings
 
 import keras
 
 from kanime.models.export import save_model_atomic
-from kanime.training.checkpoint import save_state
+from kanime.training.checkpoint import model_state_variables, save_state, save_variables
 from kanime.viz.grids import image_grid, save_png, to_uint8
 
 
@@ -54,6 +55,14 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the run stopped and kept its last good backup."""
 
 
+def training_step(model):
+    """The steps `model` has trained: a `TagGAN`'s `step`, else its optimizer's iterations."""
+    step = getattr(model, "step", None)
+    if step is None:
+        step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    return step
+
+
 class RunMonitor(keras.callbacks.Callback):
     """Writes a run's logs, sample grids, backups and exports at their intervals.
 
@@ -63,10 +72,11 @@ class RunMonitor(keras.callbacks.Callback):
         log_every, image_every, backup_every, export_every: intervals in steps.
         grid_inputs: `(z, tags, rows, cols)`: fixed noise and tags of the sample grid.
         meta: extra keys stored in each backup.
+        batch_size: images per step, for the logged `perf/images_per_s`.
     """
 
     def __init__(self, run_dir, total_steps, log_every, image_every, backup_every,
-                 export_every, grid_inputs, meta=None):  # fmt: skip
+                 export_every, grid_inputs, meta=None, batch_size=None):  # fmt: skip
         super().__init__()
         self.run_dir = run_dir
         self.total_steps = total_steps
@@ -76,6 +86,8 @@ class RunMonitor(keras.callbacks.Callback):
         self.export_every = export_every
         self.grid_z, self.grid_tags, self.grid_rows, self.grid_cols = grid_inputs
         self.meta = meta or {}
+        self.batch_size = batch_size
+        self.interval_start = time.perf_counter()
         self.failure = None
         self.last_backup_step = None
         os.makedirs(self.path("logs"), exist_ok=True)
@@ -84,9 +96,16 @@ class RunMonitor(keras.callbacks.Callback):
     def path(self, *parts):
         return os.path.join(self.run_dir, *parts)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.interval_start = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         step = self.model.step
         values = {k: float(v) for k, v in (logs or {}).items()}
+        # Reading the losses above waits for the interval's last step to finish.
+        seconds = (time.perf_counter() - self.interval_start) / self.log_every
+        values["perf/seconds_per_step"] = seconds
+        values["perf/images_per_s"] = self.batch_size / seconds if self.batch_size else 0.0
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
             self.failure = (step, bad)
@@ -122,14 +141,66 @@ class RunMonitor(keras.callbacks.Callback):
         save_model_atomic(self.model.discriminator, self.path("discriminator.keras"))
 
 
+class TaggerMonitor(keras.callbacks.Callback):
+    """Writes the logs and backups of a single-optimizer model's run (the tagger).
+
+    At the end of each Keras epoch it appends the epoch's losses (and the learning
+    rate) to `logs/metrics.jsonl` and TensorBoard, and every `backup_every` steps,
+    and at the last step, writes `backup/state.npz`: the model's weights and its
+    optimizer's variables (see `kanime.training.checkpoint.model_state_variables`).
+    A NaN or infinite loss stops training without a backup (see `finite_or_raise`).
+
+    Args:
+        run_dir: the run folder (`logs/` and `backup/` go in it).
+        total_steps: the step the run ends at.
+        backup_every: steps between backups.
+        meta: extra keys stored in each backup.
+    """
+
+    def __init__(self, run_dir, total_steps, backup_every, meta=None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.total_steps = total_steps
+        self.backup_every = backup_every
+        self.meta = meta or {}
+        self.failure = None
+        self.last_backup_step = None
+        os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
+        self.writer = SummaryWriter(os.path.join(run_dir, "logs"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = training_step(self.model)
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            self.failure = (step, bad)
+            self.model.stop_training = True
+            return
+        lr = self.model.optimizer.learning_rate
+        values["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        with open(os.path.join(self.run_dir, "logs", "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        self.writer.scalars(values, step)
+        if step >= self.total_steps or step % self.backup_every == 0:
+            self.backup()
+
+    def backup(self):
+        path = os.path.join(self.run_dir, "backup", "state.npz")
+        step = training_step(self.model)
+        save_variables(model_state_variables(self.model), path, step, **self.meta)
+        self.last_backup_step = step
+
+
 class ProgressBar(keras.callbacks.Callback):
     """A rich progress bar over training steps, with the latest losses."""
 
-    def __init__(self, total_steps, initial_step=0, enabled=True):
+    def __init__(self, total_steps, initial_step=0, enabled=True,
+                 shown=("d_loss", "g_loss", "gp", "g_tag_loss")):  # fmt: skip
         super().__init__()
         self.total_steps = total_steps
         self.initial_step = initial_step
         self.enabled = enabled
+        self.shown = shown
         self.progress = None
 
     def on_train_begin(self, logs=None):
@@ -164,9 +235,8 @@ class ProgressBar(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.progress is None or not logs:
             return
-        shown = ("d_loss", "g_loss", "gp", "g_tag_loss")
-        text = " ".join(f"{k}={float(logs[k]):.3f}" for k in shown if k in logs)
-        self.progress.update(self.task, completed=self.model.step, losses=text)
+        text = " ".join(f"{k}={float(logs[k]):.3f}" for k in self.shown if k in logs)
+        self.progress.update(self.task, completed=training_step(self.model), losses=text)
 
     def on_train_end(self, logs=None):
         self.close()
@@ -177,7 +247,10 @@ class ProgressBar(keras.callbacks.Callback):
             self.progress = None
 
 
-def finite_or_raise(monitor, run_dir):
+GAN_NAN_HINT = "Lower training.learning_rate or raise training.lambda_gp if it happens again."
+
+
+def finite_or_raise(monitor, run_dir, hint=GAN_NAN_HINT):
     """Raises `NonFiniteLossError` when `monitor` saw a NaN or infinite loss."""
     if monitor.failure is None:
         return
@@ -190,6 +263,5 @@ def finite_or_raise(monitor, run_dir):
     names = ", ".join(f"{k}={v}" for k, v in bad.items())
     raise NonFiniteLossError(
         f"Training stopped at step {step}: {names}. In {run_dir}, {kept}; running the same "
-        "command again resumes from it. Lower training.learning_rate or raise "
-        "training.lambda_gp if it happens again."
+        f"command again resumes from it. {hint}"
     )

@@ -1,9 +1,11 @@
-"""Resume state of a run: every variable of the GAN and its optimizers in one file.
+"""Resume state of a run: every variable of the model and its optimizers in one file.
 
 The file is a `.npz` written to a temporary name and moved into place with
 `os.replace`, so a run killed while saving keeps its previous backup.
 Keras's `BackupAndRestore` writes its files in place; kanime needs the
 atomic write and the two optimizers, so it keeps this small format.
+`save_state` / `load_state` hold a `TagGAN`; `save_variables` / `load_variables`
+hold any fixed list of variables (the tagger's weights and optimizer).
 """
 
 import json
@@ -20,13 +22,12 @@ class CheckpointError(RuntimeError):
     """A backup that cannot be used with the model at hand."""
 
 
-def save_state(gan, path, **meta):
-    """Writes every variable of `gan` (models, EMA, optimizers, seed) and `meta` to `path`."""
-    variables = gan.state_variables()
+def save_variables(variables, path, step, **meta):
+    """Writes `variables` (in their order), the `step` and `meta` to `path`, atomically."""
     arrays = {f"v{i:05d}": ops.convert_to_numpy(v) for i, v in enumerate(variables)}
     info = {
         "format": FORMAT_VERSION,
-        "step": gan.step,
+        "step": int(step),
         "variables": [[v.path, list(v.shape)] for v in variables],
         **meta,
     }
@@ -36,21 +37,19 @@ def save_state(gan, path, **meta):
     return info
 
 
-def read_meta(path):
-    """The metadata dict of a backup (its step, variable list and extra keys)."""
-    with np.load(path) as data:
-        return json.loads(str(data["meta"]))
+def load_variables(variables, path):
+    """Assigns the values in `path` to `variables`; returns the metadata.
 
-
-def load_state(gan, path):
-    """Restores `gan` from `path`; returns the metadata. Raises `CheckpointError` on mismatch."""
+    Raises:
+        CheckpointError: the file cannot be read, or its variables differ in number or
+            shape from `variables`.
+    """
     try:
         data = np.load(path)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"Could not read the backup {path}: {e}") from e
     with data:
         info = json.loads(str(data["meta"]))
-        variables = gan.state_variables()
         if len(info["variables"]) != len(variables):
             raise CheckpointError(
                 f"The backup {path} holds {len(info['variables'])} variables; this model has "
@@ -66,3 +65,25 @@ def load_state(gan, path):
                 )
             v.assign(value)
     return info
+
+
+def model_state_variables(model):
+    """What a resumed single-optimizer Keras model needs, in a fixed order: its weights
+    (batch-norm statistics included) and its optimizer's variables (the step count too)."""
+    return list(model.weights) + list(model.optimizer.variables)
+
+
+def save_state(gan, path, **meta):
+    """Writes every variable of `gan` (models, EMA, optimizers, seed) and `meta` to `path`."""
+    return save_variables(gan.state_variables(), path, gan.step, **meta)
+
+
+def read_meta(path):
+    """The metadata dict of a backup (its step, variable list and extra keys)."""
+    with np.load(path) as data:
+        return json.loads(str(data["meta"]))
+
+
+def load_state(gan, path):
+    """Restores `gan` from `path`; returns the metadata. Raises `CheckpointError` on mismatch."""
+    return load_variables(gan.state_variables(), path)

@@ -13,6 +13,7 @@ Every file is written atomically. Running the same command again on a killed
 run continues from its last backup with its optimizer state and step count.
 """
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -41,10 +42,59 @@ class FitResult:
     losses: dict
 
 
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Layers made inside compute in the dtype policy `name` (e.g. `"mixed_bfloat16"`)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_gan(recipe: Recipe) -> TagGAN:
-    """The compiled `TagGAN` a recipe describes."""
-    m, t = recipe.model, recipe.training
+    """The compiled `TagGAN` a recipe describes.
+
+    With `training.mixed_precision` the generator and discriminator compute in
+    bfloat16 or float16 and keep float32 weights; the losses and the DRAGAN
+    penalty are float32. `mixed_float16` also scales both losses dynamically
+    (`keras.optimizers.LossScaleOptimizer`), skipping steps whose gradients overflow.
+    """
+    t = recipe.training
     vocabulary = recipe.vocabulary
+    with dtype_policy(t.mixed_precision or "float32"):
+        generator, discriminator = _models(recipe)
+    gan = TagGAN(
+        generator,
+        discriminator,
+        vocabulary=vocabulary,
+        fake_tags=t.fake_tags,
+        ema_half_life_images=t.ema_half_life_images,
+        seed=recipe.seed,
+    )
+
+    def adam(name):
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            t.learning_rate, t.lr_decay_steps, t.lr_decay_factor, staircase=True
+        )
+        optimizer = keras.optimizers.Adam(schedule, beta_1=t.beta_1, beta_2=t.beta_2, name=name)
+        if t.mixed_precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{name}_scaled")
+        return optimizer
+
+    gan.compile(
+        g_optimizer=adam("g_optimizer"),
+        d_optimizer=adam("d_optimizer"),
+        lambda_adv=t.lambda_adv,
+        lambda_gp=t.lambda_gp,
+        jit_compile=t.jit_compile,
+    )
+    return gan
+
+
+def _models(recipe: Recipe):
+    m, vocabulary = recipe.model, recipe.vocabulary
     generator = Generator(
         resolution=m.resolution,
         latent_dim=m.latent_dim,
@@ -63,29 +113,7 @@ def build_gan(recipe: Recipe) -> TagGAN:
         blocks_per_stage=m.discriminator.blocks_per_stage,
         name="discriminator",
     )
-    gan = TagGAN(
-        generator,
-        discriminator,
-        vocabulary=vocabulary,
-        fake_tags=t.fake_tags,
-        ema_half_life_images=t.ema_half_life_images,
-        seed=recipe.seed,
-    )
-
-    def adam(name):
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            t.learning_rate, t.lr_decay_steps, t.lr_decay_factor, staircase=True
-        )
-        return keras.optimizers.Adam(schedule, beta_1=t.beta_1, beta_2=t.beta_2, name=name)
-
-    gan.compile(
-        g_optimizer=adam("g_optimizer"),
-        d_optimizer=adam("d_optimizer"),
-        lambda_adv=t.lambda_adv,
-        lambda_gp=t.lambda_gp,
-        jit_compile=t.jit_compile,
-    )
-    return gan
+    return generator, discriminator
 
 
 def training_data(recipe: Recipe, start: int, stop: int, progress=True):
@@ -187,10 +215,6 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
         from kanime.recipe import apply_overrides
 
         recipe = apply_overrides(recipe, overrides)
-    if recipe.training.mixed_precision is not None:
-        raise RecipeError(
-            "training.mixed_precision: mixed precision is not supported yet; leave it null."
-        )
     _check_intervals(recipe)
     run_dir = Path(run_dir or Path("runs") / recipe.name)
     recipe_file = run_dir / "recipe.yaml"
@@ -222,6 +246,7 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
     monitor = RunMonitor(
         run_dir, total, log.log_every, log.image_every, log.backup_every, log.export_every,
         (z, tags, grid, grid), meta={"recipe": recipe.name},
+        batch_size=recipe.training.batch_size,
     )  # fmt: skip
     if resumed_from >= total:
         if not (run_dir / "generator.keras").exists():
@@ -229,9 +254,13 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
             monitor.export()
         return FitResult(run_dir, resumed_from, resumed_from, _last_losses(run_dir))
 
+    from kanime.evaluation.monitor import evaluation_callbacks
+
+    # Before `monitor`: they add `eval/...` values to the logs it writes.
+    evaluation = evaluation_callbacks(recipe)
     data, data_callbacks = training_data(recipe, resumed_from, total, progress=progress)
     bar = ProgressBar(total, resumed_from, enabled=progress)
-    callbacks = [monitor, bar, *data_callbacks]
+    callbacks = [*evaluation, monitor, bar, *data_callbacks]
     try:
         gan.fit(
             data,

@@ -25,6 +25,12 @@ def _put(variables, values, updates):
     return [updates.get(id(v), x) for v, x in zip(variables, values)]
 
 
+def _loss_scale(optimizer, values):
+    """The factor `optimizer.scale_loss` applies, read from its variables' `values`."""
+    with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, values))):
+        return optimizer.scale_loss(jnp.ones((), "float32"))
+
+
 def penalty_gradients(logit_fn, x):
     """Gradient of `sum(logit_fn(x))` with respect to `x` (differentiable again)."""
     return jax.grad(lambda x: jnp.sum(logit_fn(x).astype("float32")))(x)
@@ -61,23 +67,27 @@ def train_step(gan, state, data):
     fake = jax.lax.stop_gradient(fake)
     x_hat = losses.dragan_points(images, noise["u"], noise["alpha"])
 
+    n_g_opt = len(gan.g_optimizer.variables)
+    g_opt_values, d_opt_values = optimizer_values[:n_g_opt], optimizer_values[n_g_opt:]
+    d_scale = _loss_scale(gan.d_optimizer, d_opt_values)  # 1 without loss scaling
+    g_scale = _loss_scale(gan.g_optimizer, g_opt_values)
+
     def d_objective(d_values):
         penalty_grads = penalty_gradients(lambda x: run_d(d_values, x)[0], x_hat)
         logit, tag_logits = run_d(d_values, jnp.concatenate([images, fake], axis=0))
         real_out = (logit[:n], tag_logits[:n])
         fake_out = (logit[n:], tag_logits[n:])
-        return gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
+        loss, logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
+        return loss * d_scale, logs
 
     (_, d_logs), d_grads = jax.value_and_grad(d_objective, has_aux=True)(d_train)
-    n_g_opt = len(gan.g_optimizer.variables)
-    g_opt_values, d_opt_values = optimizer_values[:n_g_opt], optimizer_values[n_g_opt:]
     d_train, d_opt_values = gan.d_optimizer.stateless_apply(d_opt_values, d_grads, d_train)
 
     # Generator step, with the same noise and tags.
     def g_objective(g_values):
         fake, new_fixed = G.stateless_call(g_values, g_fixed, [z, fake_tags], training=True)
         loss, logs = gan.generator_objective(run_d(d_train, fake), fake_tags)
-        return loss, (logs, new_fixed)
+        return loss * g_scale, (logs, new_fixed)
 
     (_, (g_logs, g_fixed)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(g_train)
     g_train, g_opt_values = gan.g_optimizer.stateless_apply(g_opt_values, g_grads, g_train)

@@ -34,6 +34,7 @@ def train_step(gan, data):
         real_out = (logit[:n], tag_logits[:n])
         fake_out = (logit[n:], tag_logits[n:])
         d_loss, d_logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
+        d_loss = gan.d_optimizer.scale_loss(d_loss)  # a no-op without loss scaling
     d_grads = tape.gradient(d_loss, D.trainable_variables)
     gan.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
 
@@ -41,6 +42,7 @@ def train_step(gan, data):
     with tf.GradientTape() as tape:
         fake = G([noise["z"], noise["fake_tags"]], training=True)
         g_loss, g_logs = gan.generator_objective(D(fake, training=True), noise["fake_tags"])
+        g_loss = gan.g_optimizer.scale_loss(g_loss)
     g_grads = tape.gradient(g_loss, G.trainable_variables)
     gan.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
 

@@ -1,0 +1,156 @@
+"""A trained generator with its tag vocabulary: seeds and tags in, RGB images out.
+
+`CharacterGenerator.load` takes a run folder made by `kanime fit` or a
+`generator.keras` file. The vocabulary comes from the `recipe.yaml` beside the
+model; a model without one is taken to use the paper's 34 tags when its tag
+input has 34 entries. The noise of a seed is fixed
+(`numpy.random.default_rng(seed).standard_normal(latent_dim)`), so the same
+seed and tags always give the same character, on either backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kanime.tags import PAPER_TAGS, TagVocabulary
+from kanime.viz.grids import to_uint8
+
+
+class CharacterGenerator:
+    """A generator model and the vocabulary of its tag input.
+
+    Args:
+        model: a Keras model `[z (n, latent_dim), tags (n, T)] -> images (n, r, r, 3)`
+            in [-1, 1], such as the `generator.keras` that `kanime fit` exports.
+        vocabulary: the `TagVocabulary` of the tag input (`T` tags).
+
+    Examples:
+
+    >>> from kanime.models import Generator
+    >>> model = Generator(resolution=32, latent_dim=8, channels=8, num_blocks=1,
+    ...                   upsample_channels=16)
+    >>> characters = CharacterGenerator(model)
+    >>> images = characters.generate([0, 1], "blonde hair, blue eyes")
+    >>> images.shape, images.dtype.name
+    ((2, 32, 32, 3), 'uint8')
+    >>> bool((characters.generate([0], "blonde hair, blue eyes") == images[:1]).all())
+    True
+    """
+
+    def __init__(self, model, vocabulary: TagVocabulary = PAPER_TAGS):
+        z_shape, tag_shape = (tuple(x.shape) for x in model.inputs)
+        if tag_shape[-1] != len(vocabulary):
+            raise ValueError(
+                f"The model's tag input has {tag_shape[-1]} entries; the vocabulary has "
+                f"{len(vocabulary)} tags."
+            )
+        self.model = model
+        self.vocabulary = vocabulary
+        self.latent_dim = int(z_shape[-1])
+        self.resolution = int(model.outputs[0].shape[1])
+
+    @classmethod
+    def load(cls, path) -> CharacterGenerator:
+        """Loads a run folder (its `generator.keras`) or a `.keras` generator file.
+
+        Raises:
+            FileNotFoundError: no generator at `path`.
+            ValueError: the file is not a generator, or no vocabulary fits its tag input.
+        """
+        import keras
+
+        path = Path(path)
+        file = path / "generator.keras" if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"No generator at {path}: expected a `.keras` file or a run folder holding "
+                "generator.keras (made by `kanime fit`)."
+            )
+        try:
+            model = keras.saving.load_model(file, compile=False)
+        except Exception as e:  # noqa: BLE001 - Keras raises many kinds here
+            raise ValueError(f"{file} is not a Keras model file ({e}).") from e
+        if len(model.inputs) != 2 or len(model.outputs) != 1:
+            raise ValueError(
+                f"{file} is not a generator: expected inputs [z, tags] and one image output, "
+                f"got {len(model.inputs)} inputs and {len(model.outputs)} outputs."
+            )
+        return cls(model, _vocabulary_beside(file, model))
+
+    def noise(self, seeds) -> np.ndarray:
+        """The noise vectors of `seeds` (ints >= 0): `(len(seeds), latent_dim)` float32."""
+        seeds = [_seed(s) for s in np.atleast_1d(seeds)]
+        return np.stack(
+            [np.random.default_rng(s).standard_normal(self.latent_dim) for s in seeds]
+        ).astype("float32")
+
+    def tag_vectors(self, tags, n: int) -> np.ndarray:
+        """`n` multi-hot rows from tag text (`"blonde hair, blue eyes"`), names or vectors."""
+        if tags is None:
+            row = np.zeros(len(self.vocabulary), "float32")
+        elif isinstance(tags, str):
+            row = self.vocabulary.parse(tags)
+        else:
+            array = np.asarray(tags)
+            if array.dtype.kind in "fiub":
+                array = array.astype("float32")
+                if array.ndim == 2:
+                    if array.shape != (n, len(self.vocabulary)):
+                        raise ValueError(
+                            f"Expected tag vectors of shape ({n}, {len(self.vocabulary)}). "
+                            f"Received: {array.shape}"
+                        )
+                    return array
+                row = array
+            else:
+                row = self.vocabulary.encode(list(tags))
+        if row.shape != (len(self.vocabulary),):
+            raise ValueError(
+                f"Expected {len(self.vocabulary)} tag values. Received shape {row.shape}"
+            )
+        return np.tile(row.astype("float32"), (n, 1))
+
+    def __call__(self, z, tags, batch_size: int = 64) -> np.ndarray:
+        """uint8 images `(n, r, r, 3)` from noise `(n, latent_dim)` and tags `(n, T)`."""
+        z = np.asarray(z, "float32")
+        tags = np.asarray(tags, "float32")
+        out = [
+            self.model.predict_on_batch([z[i : i + batch_size], tags[i : i + batch_size]])
+            for i in range(0, len(z), batch_size)
+        ]
+        return to_uint8(np.concatenate([np.asarray(x) for x in out]))
+
+    def generate(self, seeds, tags=None, batch_size: int = 64) -> np.ndarray:
+        """uint8 images of `seeds`, each asking for `tags` (text, names, or vectors)."""
+        z = self.noise(seeds)
+        return self(z, self.tag_vectors(tags, len(z)), batch_size)
+
+
+def _seed(value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"A seed must be an integer >= 0. Received: {value!r}")
+    if not 0 <= int(value) < 2**63:
+        raise ValueError(f"A seed must be an integer in [0, 2**63). Received: {value}")
+    return int(value)
+
+
+def _vocabulary_beside(file: Path, model) -> TagVocabulary:
+    num_tags = int(model.inputs[1].shape[-1])
+    recipe_file = file.parent / "recipe.yaml"
+    if recipe_file.is_file():
+        from kanime.recipe import load_recipe
+
+        vocabulary = load_recipe(recipe_file).vocabulary
+        if len(vocabulary) == num_tags:
+            return vocabulary
+    if num_tags == len(PAPER_TAGS):
+        return PAPER_TAGS
+    raise ValueError(
+        f"{file} takes {num_tags} tags and no recipe.yaml beside it gives a vocabulary of "
+        f"that size: keep the generator in its run folder (with recipe.yaml)."
+    )
+
+
+__all__ = ["CharacterGenerator"]
