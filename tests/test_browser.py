@@ -131,6 +131,17 @@ def test_noise_controls_export_import_and_transition(page, tmp_path):
     assert strip.value.suggested_filename.endswith("-lerp.png")
     assert page.locator("#history button").count() >= 6
 
+    # A character of the history comes back; "Use" locks its noise and sets its tags.
+    page.click("#history button >> nth=3")
+    card = page.locator("#results .card")
+    expect(card).to_have_count(1)
+    seed = card.locator(".seed-value").inner_text()
+    page.uncheck("#lock")
+    card.locator(".use").click()
+    expect(page.locator("#status")).to_contain_text(f"Using seed {seed}")
+    assert page.is_checked("#lock")
+    assert page.input_value("#opt-hair_color") in card.locator(".tags").inner_text()
+
 
 def screenshot(generator, out):
     """Serves `generator`, makes a few characters and a transition, and saves the page."""
@@ -138,7 +149,7 @@ def screenshot(generator, out):
 
     with BackgroundServer(create_app(generator)) as server, sync_playwright() as playwright:
         browser = launch(playwright)
-        page = browser.new_page(viewport={"width": 1280, "height": 1480})
+        page = browser.new_page(viewport={"width": 1280, "height": 1340})
         page.goto(server.url)
         page.wait_for_selector("body[data-ready='true']")
         page.select_option("#opt-hair_color", "blonde hair")
