@@ -17,13 +17,12 @@ def atomic_path(path, suffix=""):
         suffix: ending of the temporary name, for writers that check it (`".keras"`).
 
     Examples:
-
-    >>> import os, tempfile
-    >>> target = os.path.join(tempfile.mkdtemp(), "out.txt")
-    >>> with atomic_path(target) as tmp:
-    ...     _ = open(tmp, "w").write("done")
-    >>> open(target).read()
-    'done'
+        >>> import os, tempfile
+        >>> target = os.path.join(tempfile.mkdtemp(), "out.txt")
+        >>> with atomic_path(target) as tmp:
+        ...     _ = open(tmp, "w").write("done")
+        >>> open(target).read()
+        'done'
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))

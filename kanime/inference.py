@@ -27,16 +27,15 @@ class CharacterGenerator:
         vocabulary: the `TagVocabulary` of the tag input (`T` tags).
 
     Examples:
-
-    >>> from kanime.models import Generator
-    >>> model = Generator(resolution=32, latent_dim=8, channels=8, num_blocks=1,
-    ...                   upsample_channels=16)
-    >>> characters = CharacterGenerator(model)
-    >>> images = characters.generate([0, 1], "blonde hair, blue eyes")
-    >>> images.shape, images.dtype.name
-    ((2, 32, 32, 3), 'uint8')
-    >>> bool((characters.generate([0], "blonde hair, blue eyes") == images[:1]).all())
-    True
+        >>> from kanime.models import Generator
+        >>> model = Generator(resolution=32, latent_dim=8, channels=8, num_blocks=1,
+        ...                   upsample_channels=16)
+        >>> characters = CharacterGenerator(model)
+        >>> images = characters.generate([0, 1], "blonde hair, blue eyes")
+        >>> images.shape, images.dtype.name
+        ((2, 32, 32, 3), 'uint8')
+        >>> bool((characters.generate([0], "blonde hair, blue eyes") == images[:1]).all())
+        True
     """
 
     def __init__(self, model, vocabulary: TagVocabulary = PAPER_TAGS):

@@ -18,9 +18,8 @@ def lerp(a, b, t) -> np.ndarray:
     """Points `(1 - t) * a + t * b` for each `t`: `(len(t), d)` float32.
 
     Examples:
-
-    >>> lerp([0.0, 2.0], [2.0, 0.0], [0.0, 0.5, 1.0]).tolist()
-    [[0.0, 2.0], [1.0, 1.0], [2.0, 0.0]]
+        >>> lerp([0.0, 2.0], [2.0, 0.0], [0.0, 0.5, 1.0]).tolist()
+        [[0.0, 2.0], [1.0, 1.0], [2.0, 0.0]]
     """
     a, b = np.asarray(a, "float64"), np.asarray(b, "float64")
     t = np.asarray(t, "float64").reshape(-1, 1)
@@ -35,10 +34,9 @@ def slerp(a, b, t) -> np.ndarray:
     `lerp`.
 
     Examples:
-
-    >>> points = slerp([1.0, 0.0], [0.0, 1.0], [0.0, 0.5, 1.0])
-    >>> bool(np.allclose(points, [[1.0, 0.0], [0.7071, 0.7071], [0.0, 1.0]], atol=1e-4))
-    True
+        >>> points = slerp([1.0, 0.0], [0.0, 1.0], [0.0, 0.5, 1.0])
+        >>> bool(np.allclose(points, [[1.0, 0.0], [0.7071, 0.7071], [0.0, 1.0]], atol=1e-4))
+        True
     """
     a, b = np.asarray(a, "float64"), np.asarray(b, "float64")
     t = np.asarray(t, "float64").reshape(-1, 1)
@@ -71,10 +69,9 @@ def transition(z_start, z_end, tags_start, tags_end, frames: int, method: str = 
         `tags` `(frames, T)`, both float32.
 
     Examples:
-
-    >>> t, z, tags = transition([1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0], frames=3)
-    >>> t.tolist(), tags.tolist()
-    ([0.0, 0.5, 1.0], [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+        >>> t, z, tags = transition([1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0], frames=3)
+        >>> t.tolist(), tags.tolist()
+        ([0.0, 0.5, 1.0], [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")

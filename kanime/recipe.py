@@ -163,9 +163,8 @@ class DataConfig:
         allow_untagged: keep faces that have no hair-colour tag.
 
     Examples:
-
-    >>> DataConfig(source="tfrecord", path="data/shards/*.tfrecord").flip
-    True
+        >>> DataConfig(source="tfrecord", path="data/shards/*.tfrecord").flip
+        True
     """
 
     source: Literal["procedural", "tfrecord"] = "procedural"
@@ -186,9 +185,8 @@ class GeneratorConfig:
         activation: `"prelu"` (the paper) or `"relu"`.
 
     Examples:
-
-    >>> GeneratorConfig().num_blocks
-    16
+        >>> GeneratorConfig().num_blocks
+        16
     """
 
     channels: int = _field(64, _AT_LEAST_1)
@@ -206,9 +204,8 @@ class DiscriminatorConfig:
         blocks_per_stage: residual blocks per stage.
 
     Examples:
-
-    >>> DiscriminatorConfig(channels=16).blocks_per_stage
-    2
+        >>> DiscriminatorConfig(channels=16).blocks_per_stage
+        2
     """
 
     channels: int = _field(32, _AT_LEAST_1)
@@ -228,9 +225,8 @@ class ModelConfig:
         discriminator: a `DiscriminatorConfig`.
 
     Examples:
-
-    >>> ModelConfig(resolution=64).generator.activation
-    'prelu'
+        >>> ModelConfig(resolution=64).generator.activation
+        'prelu'
     """
 
     resolution: int = _field(128, _power_of_two)
@@ -262,11 +258,14 @@ class TrainingConfig:
             generator itself).
         jit_compile: `True`, `False` or `"auto"` (let Keras decide).
         mixed_precision: `None`, `"mixed_bfloat16"` or `"mixed_float16"`.
+        distribute: data parallelism (see `kanime.training.distribute`): `None`
+            trains on one device, `"mirrored"` on every visible device of this
+            machine, `"multi_worker"` on several machines. `batch_size` is then
+            the global batch, split evenly among the devices.
 
     Examples:
-
-    >>> TrainingConfig(batch_size=16).learning_rate
-    0.0002
+        >>> TrainingConfig(batch_size=16).learning_rate
+        0.0002
     """
 
     batch_size: int = _field(64, _AT_LEAST_1)
@@ -282,6 +281,7 @@ class TrainingConfig:
     ema_half_life_images: float = _field(10000.0, _AT_LEAST_0)
     jit_compile: bool | Literal["auto"] = "auto"
     mixed_precision: Literal["mixed_bfloat16", "mixed_float16"] | None = None
+    distribute: Literal["mirrored", "multi_worker"] | None = None
 
 
 @dataclasses.dataclass
@@ -304,9 +304,8 @@ class LoggingConfig:
             each evaluation also logs the per-tag precision.
 
     Examples:
-
-    >>> LoggingConfig().grid_size
-    8
+        >>> LoggingConfig().grid_size
+        8
     """
 
     log_every: int = _field(50, _AT_LEAST_1)
@@ -351,12 +350,11 @@ class Recipe(_RecipeBase):
         logging: a `LoggingConfig`.
 
     Examples:
-
-    >>> recipe = Recipe(name="quickstart")
-    >>> len(recipe.vocabulary)
-    34
-    >>> recipe_from_dict(recipe.to_dict()) == recipe
-    True
+        >>> recipe = Recipe(name="quickstart")
+        >>> len(recipe.vocabulary)
+        34
+        >>> recipe_from_dict(recipe.to_dict()) == recipe
+        True
     """
 
     name: str = _field("kanime", _non_empty)
@@ -394,9 +392,8 @@ class TaggerDataConfig:
         flip: random horizontal flips of the training faces.
 
     Examples:
-
-    >>> TaggerDataConfig(holdout=500).num_images
-    6000
+        >>> TaggerDataConfig(holdout=500).num_images
+        6000
     """
 
     source: Literal["procedural", "tfrecord"] = "procedural"
@@ -415,9 +412,8 @@ class TaggerModelConfig:
         channels: channels of the first of the four stages (doubled at each).
 
     Examples:
-
-    >>> TaggerModelConfig().resolution
-    64
+        >>> TaggerModelConfig().resolution
+        64
     """
 
     resolution: int = _field(64, _multiple_of_16)
@@ -434,9 +430,8 @@ class TaggerTrainingConfig:
         learning_rate: Adam's learning rate.
 
     Examples:
-
-    >>> TaggerTrainingConfig().learning_rate
-    0.002
+        >>> TaggerTrainingConfig().learning_rate
+        0.002
     """
 
     batch_size: int = _field(64, _AT_LEAST_1)
@@ -454,9 +449,8 @@ class TaggerLoggingConfig:
         backup_every: steps between resume backups (a multiple of `log_every`).
 
     Examples:
-
-    >>> TaggerLoggingConfig().backup_every
-    500
+        >>> TaggerLoggingConfig().backup_every
+        500
     """
 
     log_every: int = _field(100, _AT_LEAST_1)
@@ -485,10 +479,9 @@ class TaggerRecipe(_RecipeBase):
         logging: a `TaggerLoggingConfig`.
 
     Examples:
-
-    >>> recipe = recipe_from_dict({"data": {"holdout": 600}}, recipe_type=TaggerRecipe)
-    >>> recipe.name, recipe.data.holdout, recipe.model.resolution, recipe.threshold
-    ('tagger', 600, 64, 0.5)
+        >>> recipe = recipe_from_dict({"data": {"holdout": 600}}, recipe_type=TaggerRecipe)
+        >>> recipe.name, recipe.data.holdout, recipe.model.resolution, recipe.threshold
+        ('tagger', 600, 64, 0.5)
     """
 
     name: str = _field("tagger", _non_empty)
@@ -718,11 +711,10 @@ def recipe_from_dict(mapping: Mapping, source: str = "<dict>", recipe_type=Recip
             (`kanime fit-tagger`).
 
     Examples:
-
-    >>> recipe_from_dict({"training": {"batch_size": 16}}).training.steps
-    100000
-    >>> recipe_from_dict({}, recipe_type=TaggerRecipe).training.steps
-    1500
+        >>> recipe_from_dict({"training": {"batch_size": 16}}).training.steps
+        100000
+        >>> recipe_from_dict({}, recipe_type=TaggerRecipe).training.steps
+        1500
     """
     return _check_recipe(_build_recipe(recipe_type, mapping, source), source)
 
@@ -740,10 +732,9 @@ def apply_overrides(recipe, overrides: Iterable[str], source: str = OVERRIDE_SOU
         source: names the origin of the overrides in error messages.
 
     Examples:
-
-    >>> r = apply_overrides(Recipe(), ["model.generator={channels: 32}", "seed=7"])
-    >>> r.model.generator.channels, r.model.generator.num_blocks, r.seed
-    (32, 16, 7)
+        >>> r = apply_overrides(Recipe(), ["model.generator={channels: 32}", "seed=7"])
+        >>> r.model.generator.channels, r.model.generator.num_blocks, r.seed
+        (32, 16, 7)
     """
     return _check_recipe(_apply(recipe, overrides, source), source)
 
@@ -759,13 +750,12 @@ def load_recipe(path: str | os.PathLike, overrides: Iterable[str] = (), recipe_t
             (`kanime fit-tagger`).
 
     Examples:
-
-    >>> import pathlib, tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     path = pathlib.Path(tmp, "r.yaml")
-    ...     _ = path.write_text("model: {resolution: 32}")
-    ...     load_recipe(path, ["training.batch_size=8"]).run_name(0)
-    '00000-kanime-32-b8'
+        >>> import pathlib, tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp, "r.yaml")
+        ...     _ = path.write_text("model: {resolution: 32}")
+        ...     load_recipe(path, ["training.batch_size=8"]).run_name(0)
+        '00000-kanime-32-b8'
     """
     source = os.fspath(path)
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)

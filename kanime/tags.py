@@ -34,10 +34,9 @@ class TagGroup:
         probability: the on-probability used with `sampling="independent"`.
 
     Examples:
-
-    >>> group = TagGroup("eyes", ("blue eyes", "red eyes"), exclusive=True)
-    >>> group.size
-    2
+        >>> group = TagGroup("eyes", ("blue eyes", "red eyes"), exclusive=True)
+        >>> group.size
+        2
     """
 
     name: str
@@ -83,13 +82,12 @@ class TagVocabulary:
             vocabulary order and the layout of a multi-hot vector.
 
     Examples:
-
-    >>> from kanime.tags import PAPER_TAGS
-    >>> len(PAPER_TAGS)
-    34
-    >>> v = PAPER_TAGS.parse("blonde hair, blue eyes, smile")
-    >>> PAPER_TAGS.decode(v)
-    ['blonde hair', 'blue eyes', 'smile']
+        >>> from kanime.tags import PAPER_TAGS
+        >>> len(PAPER_TAGS)
+        34
+        >>> v = PAPER_TAGS.parse("blonde hair, blue eyes, smile")
+        >>> PAPER_TAGS.decode(v)
+        ['blonde hair', 'blue eyes', 'smile']
     """
 
     def __init__(self, groups: Sequence[TagGroup]):

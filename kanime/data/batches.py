@@ -20,12 +20,11 @@ class ArrayBatches(PyDataset):
         flip: flip each image horizontally with probability 0.5.
 
     Examples:
-
-    >>> import numpy as np
-    >>> data = ArrayBatches(np.zeros((10, 8, 8, 3), "uint8"), np.zeros((10, 34)), 4, 5)
-    >>> images, tags = data[0]
-    >>> images.shape, float(images.min())
-    ((4, 8, 8, 3), -1.0)
+        >>> import numpy as np
+        >>> data = ArrayBatches(np.zeros((10, 8, 8, 3), "uint8"), np.zeros((10, 34)), 4, 5)
+        >>> images, tags = data[0]
+        >>> images.shape, float(images.min())
+        ((4, 8, 8, 3), -1.0)
     """
 
     def __init__(self, images, tags, batch_size, steps_per_epoch, seed=0, flip=True):

@@ -10,19 +10,18 @@ and whose message names the file. Data preparation records that reason in
 `rejected.jsonl` and goes on.
 
 Examples:
-
->>> import os, tempfile
->>> from PIL import Image
->>> path = os.path.join(tempfile.mkdtemp(), "a.png")
->>> Image.new("LA", (40, 32), (0, 0)).save(path)
->>> decode_image(path).shape
-(32, 40, 3)
->>> open(path, "wb").close()
->>> try:
-...     decode_image(path)
-... except BadImage as e:
-...     print(e.reason)
-empty file
+    >>> import os, tempfile
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+    >>> Image.new("LA", (40, 32), (0, 0)).save(path)
+    >>> decode_image(path).shape
+    (32, 40, 3)
+    >>> open(path, "wb").close()
+    >>> try:
+    ...     decode_image(path)
+    ... except BadImage as e:
+    ...     print(e.reason)
+    empty file
 """
 
 from __future__ import annotations

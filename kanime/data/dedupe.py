@@ -8,17 +8,16 @@ cheaper gradient hash, is here too), and `NearDuplicateFilter` drops a face whos
 hash is within `max_distance` bits of one already kept.
 
 Examples:
-
->>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
->>> b = np.clip(a.astype(int) + 3, 0, 255).astype(np.uint8)  # a slightly brighter copy
->>> hamming(phash(a), phash(b)) <= 4
-True
->>> keep = NearDuplicateFilter(max_distance=4)
->>> keep.add(phash(a), "a-0")
->>> keep.seen(phash(b))
-'a-0'
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    >>> b = np.clip(a.astype(int) + 3, 0, 255).astype(np.uint8)  # a slightly brighter copy
+    >>> hamming(phash(a), phash(b)) <= 4
+    True
+    >>> keep = NearDuplicateFilter(max_distance=4)
+    >>> keep.add(phash(a), "a-0")
+    >>> keep.seen(phash(b))
+    'a-0'
 """
 
 from __future__ import annotations

@@ -15,12 +15,11 @@ The cascade needs OpenCV 4 (`opencv-python-headless<5`): OpenCV 5 has no
 `CascadeClassifier`.
 
 Examples:
-
->>> grow_box((10, 20, 40, 40))
-(0, 10, 60, 60)
->>> import numpy as np
->>> crop_square(np.zeros((50, 80, 3), "uint8"), (-10, -10, 40, 40), 16).shape
-(16, 16, 3)
+    >>> grow_box((10, 20, 40, 40))
+    (0, 10, 60, 60)
+    >>> import numpy as np
+    >>> crop_square(np.zeros((50, 80, 3), "uint8"), (-10, -10, 40, 40), 16).shape
+    (16, 16, 3)
 """
 
 from __future__ import annotations

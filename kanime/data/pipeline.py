@@ -100,11 +100,10 @@ def make_dataset(
         ValueError: the shards' tag vectors do not have `num_tags` values.
 
     Examples:
-
-    ```python
-    dataset = make_dataset("data/getchu", batch_size=64, image_size=128, seed=0)
-    images, tags = next(iter(dataset))  # (64, 128, 128, 3), (64, 34)
-    ```
+        ```python
+        dataset = make_dataset("data/getchu", batch_size=64, image_size=128, seed=0)
+        images, tags = next(iter(dataset))  # (64, 128, 128, 3), (64, 34)
+        ```
     """
     import tensorflow as tf
 
@@ -283,11 +282,10 @@ def load_arrays(path_or_pattern, image_size: int, allow_untagged: bool = True, p
             different lengths, or no records left.
 
     Examples:
-
-    ```python
-    images, tags = load_arrays("data/getchu", 128, allow_untagged=False)
-    batches = ArrayBatches(images, tags, batch_size=64, steps_per_epoch=500)
-    ```
+        ```python
+        images, tags = load_arrays("data/getchu", 128, allow_untagged=False)
+        batches = ArrayBatches(images, tags, batch_size=64, steps_per_epoch=500)
+        ```
     """
     import cv2
 

@@ -11,10 +11,9 @@ Faces are drawn at a higher internal resolution and shrunk with
 gives the same face, whatever the size of the set it belongs to.
 
 Examples:
-
->>> images, tags = make_faces(4, 32, seed=0)
->>> images.shape, images.dtype, tags.shape
-((4, 32, 32, 3), dtype('uint8'), (4, 34))
+    >>> images, tags = make_faces(4, 32, seed=0)
+    >>> images.shape, images.dtype, tags.shape
+    ((4, 32, 32, 3), dtype('uint8'), (4, 34))
 """
 
 from __future__ import annotations
@@ -732,13 +731,12 @@ class ProceduralFaces:
             byte-identical images.
 
     Examples:
-
-    >>> faces = ProceduralFaces(8, 32, seed=1)
-    >>> faces.images.shape, faces.tags.shape
-    ((8, 32, 32, 3), (8, 34))
-    >>> x = faces.as_float()
-    >>> x.dtype, float(x.min()) >= -1.0, float(x.max()) <= 1.0
-    (dtype('float32'), True, True)
+        >>> faces = ProceduralFaces(8, 32, seed=1)
+        >>> faces.images.shape, faces.tags.shape
+        ((8, 32, 32, 3), (8, 34))
+        >>> x = faces.as_float()
+        >>> x.dtype, float(x.min()) >= -1.0, float(x.max()) <= 1.0
+        (dtype('float32'), True, True)
     """
 
     def __init__(self, num_images: int, size: int, seed: int = 0):

@@ -62,10 +62,9 @@ def build_tagger(resolution=64, num_tags=34, channels=32, name="tagger"):
         name: the model's name.
 
     Examples:
-
-    >>> tagger = build_tagger(32, channels=8)
-    >>> tagger.output_shape
-    (None, 34)
+        >>> tagger = build_tagger(32, channels=8)
+        >>> tagger.output_shape
+        (None, 34)
     """
     images = keras.Input((resolution, resolution, 3), name="images")
     h = images
@@ -87,10 +86,9 @@ def precision_recall(predicted, truth, vocabulary=PAPER_TAGS):
     """Per-tag precision, recall and support of 0/1 `predicted` tags against `truth`.
 
     Examples:
-
-    >>> rows = precision_recall([[1] + [0] * 33], [[1] + [0] * 33])
-    >>> rows["blonde hair"]["precision"], rows["brown hair"]["precision"]
-    (1.0, None)
+        >>> rows = precision_recall([[1] + [0] * 33], [[1] + [0] * 33])
+        >>> rows["blonde hair"]["precision"], rows["brown hair"]["precision"]
+        (1.0, None)
     """
     predicted, truth = np.asarray(predicted) > 0.5, np.asarray(truth) > 0.5
     rows = {}

@@ -102,17 +102,16 @@ class Tagger:
             outputs into tags (`kanime prepare` records it).
 
     Examples:
-
-    >>> import os, tempfile
-    >>> from kanime.data.tagger import build_tagger
-    >>> run = tempfile.mkdtemp()
-    >>> build_tagger(32, channels=4).save(os.path.join(run, "tagger.keras"))
-    >>> tagger = Tagger(run)
-    >>> tagger.kind, tagger.image_size
-    ('kanime', (32, 32))
-    >>> faces = np.zeros((3, 48, 48, 3), np.uint8)
-    >>> tagger.scores(faces).shape, tagger.tags(faces).shape
-    ((3, 34), (3, 34))
+        >>> import os, tempfile
+        >>> from kanime.data.tagger import build_tagger
+        >>> run = tempfile.mkdtemp()
+        >>> build_tagger(32, channels=4).save(os.path.join(run, "tagger.keras"))
+        >>> tagger = Tagger(run)
+        >>> tagger.kind, tagger.image_size
+        ('kanime', (32, 32))
+        >>> faces = np.zeros((3, 48, 48, 3), np.uint8)
+        >>> tagger.scores(faces).shape, tagger.tags(faces).shape
+        ((3, 34), (3, 34))
     """
 
     def __init__(

@@ -22,9 +22,8 @@ Shards are named `<prefix>-NNNNN.tfrecord`; `ShardWriter` writes them, each
 under a temporary name renamed into place when the shard is complete.
 
 Examples:
-
->>> crc32c(b"123456789") == 0xE3069283
-True
+    >>> crc32c(b"123456789") == 0xE3069283
+    True
 """
 
 from __future__ import annotations
@@ -177,11 +176,10 @@ def crc32c(data: bytes) -> int:
         The checksum, an int in `[0, 2**32)`.
 
     Examples:
-
-    >>> hex(crc32c(b"123456789"))
-    '0xe3069283'
-    >>> crc32c(bytes(1000)) == crc32c(bytearray(1000))
-    True
+        >>> hex(crc32c(b"123456789"))
+        '0xe3069283'
+        >>> crc32c(bytes(1000)) == crc32c(bytearray(1000))
+        True
     """
     data = bytes(data) if not isinstance(data, bytes) else data
     if len(data) < _VECTOR_MIN:
@@ -222,11 +220,10 @@ def encode_example(
         The serialized example, ready for `ShardWriter.write`.
 
     Examples:
-
-    >>> record = encode_example("a1", b"\\xff\\xd8jpeg", [1, 0, 0.5], 1, "src/a.png")
-    >>> face = decode_example(record)
-    >>> face["id"], face["tags"].tolist(), face["box"], face["year"]
-    ('a1', [1.0, 0.0, 0.5], (-1, -1, -1, -1), -1)
+        >>> record = encode_example("a1", b"\\xff\\xd8jpeg", [1, 0, 0.5], 1, "src/a.png")
+        >>> face = decode_example(record)
+        >>> face["id"], face["tags"].tolist(), face["box"], face["year"]
+        ('a1', [1.0, 0.0, 0.5], (-1, -1, -1, -1), -1)
     """
     import tensorflow as tf
 
@@ -406,14 +403,13 @@ def decode_example(serialized: bytes) -> dict:
         except `image`, which is required.
 
     Examples:
-
-    >>> # A hand-written record: {"image": bytes_list [b"\\xff\\xd8"]}
-    >>> feature = b"\\x0a\\x04\\x0a\\x02\\xff\\xd8"
-    >>> entry = b"\\x0a\\x05image\\x12" + bytes([len(feature)]) + feature
-    >>> features = b"\\x0a" + bytes([len(entry)]) + entry
-    >>> face = decode_example(b"\\x0a" + bytes([len(features)]) + features)
-    >>> face["image"], face["box"], face["tagged"]
-    (b'\\xff\\xd8', (-1, -1, -1, -1), 0)
+        >>> # A hand-written record: {"image": bytes_list [b"\\xff\\xd8"]}
+        >>> feature = b"\\x0a\\x04\\x0a\\x02\\xff\\xd8"
+        >>> entry = b"\\x0a\\x05image\\x12" + bytes([len(feature)]) + feature
+        >>> features = b"\\x0a" + bytes([len(entry)]) + entry
+        >>> face = decode_example(b"\\x0a" + bytes([len(features)]) + features)
+        >>> face["image"], face["box"], face["tagged"]
+        (b'\\xff\\xd8', (-1, -1, -1, -1), 0)
     """
     try:
         features = parse_features(serialized)
@@ -586,16 +582,15 @@ class ShardWriter:
         num_records: records written so far (in finished and open shards).
 
     Examples:
-
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> with ShardWriter(folder, shard_size=2) as writer:
-    ...     for i in range(5):
-    ...         writer.write(b"record %d" % i)
-    >>> [os.path.basename(p) for p in writer.written]
-    ['faces-00000.tfrecord', 'faces-00001.tfrecord', 'faces-00002.tfrecord']
-    >>> [list(iter_records(p)) for p in list_shards(folder)][-1]
-    [b'record 4']
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with ShardWriter(folder, shard_size=2) as writer:
+        ...     for i in range(5):
+        ...         writer.write(b"record %d" % i)
+        >>> [os.path.basename(p) for p in writer.written]
+        ['faces-00000.tfrecord', 'faces-00001.tfrecord', 'faces-00002.tfrecord']
+        >>> [list(iter_records(p)) for p in list_shards(folder)][-1]
+        [b'record 4']
     """
 
     def __init__(

@@ -23,12 +23,11 @@ drawing code, the number of faces, their size, the seed that chose them and the
 feature network's weights.
 
 Examples:
-
->>> import numpy as np
->>> a = Statistics(np.zeros(2), np.eye(2), 100)
->>> b = Statistics(np.array([3.0, 0.0]), np.eye(2), 100)
->>> round(frechet_distance(a, b), 6), round(frechet_distance(a, a), 6)
-(9.0, 0.0)
+    >>> import numpy as np
+    >>> a = Statistics(np.zeros(2), np.eye(2), 100)
+    >>> b = Statistics(np.array([3.0, 0.0]), np.eye(2), 100)
+    >>> round(frechet_distance(a, b), 6), round(frechet_distance(a, a), 6)
+    (9.0, 0.0)
 
 Reference:
     Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a
@@ -72,10 +71,9 @@ class Statistics:
         count: how many vectors they come from.
 
     Examples:
-
-    >>> stats = Statistics.of(np.array([[0.0, 1.0], [2.0, 3.0]]))
-    >>> stats.mu.tolist(), stats.sigma.tolist(), stats.count
-    ([1.0, 2.0], [[2.0, 2.0], [2.0, 2.0]], 2)
+        >>> stats = Statistics.of(np.array([[0.0, 1.0], [2.0, 3.0]]))
+        >>> stats.mu.tolist(), stats.sigma.tolist(), stats.count
+        ([1.0, 2.0], [[2.0, 2.0], [2.0, 2.0]], 2)
     """
 
     mu: np.ndarray
@@ -120,13 +118,13 @@ def frechet_distance(a: Statistics, b: Statistics) -> float:
     clipped at 0 too.
 
     Args:
-        a, b: the statistics of the two sets (features of the same size).
+        a: the statistics of one set.
+        b: the statistics of the other set (features of the same size as `a`).
 
     Examples:
-
-    >>> one_d = lambda m, s: Statistics(np.array([m]), np.array([[s * s]]), 2)
-    >>> round(frechet_distance(one_d(1.0, 2.0), one_d(4.0, 0.5)), 6)  # (1-4)^2 + (2-0.5)^2
-    11.25
+        >>> one_d = lambda m, s: Statistics(np.array([m]), np.array([[s * s]]), 2)
+        >>> round(frechet_distance(one_d(1.0, 2.0), one_d(4.0, 0.5)), 6)  # (1-4)^2 + (2-0.5)^2
+        11.25
     """
     mu_a, mu_b = np.asarray(a.mu, np.float64), np.asarray(b.mu, np.float64)
     s_a, s_b = np.asarray(a.sigma, np.float64), np.asarray(b.sigma, np.float64)
@@ -164,13 +162,12 @@ class FeatureExtractor:
             the cached real statistics).
 
     Examples:
-
-    >>> import keras
-    >>> net = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3),
-    ...                         keras.layers.GlobalAveragePooling2D()])
-    >>> extractor = FeatureExtractor(net, name="tiny")
-    >>> extractor.features(np.zeros((5, 32, 32, 3), np.uint8)).shape
-    (5, 4)
+        >>> import keras
+        >>> net = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3),
+        ...                         keras.layers.GlobalAveragePooling2D()])
+        >>> extractor = FeatureExtractor(net, name="tiny")
+        >>> extractor.features(np.zeros((5, 32, 32, 3), np.uint8)).shape
+        (5, 4)
     """
 
     def __init__(self, model, name: str | None = None, image_size=None, batch_size: int = 50):
@@ -340,10 +337,9 @@ def data_inputs(data, n: int, size: int, seed: int) -> dict:
     `n` is the number of faces used: at most the faces the data holds.
 
     Examples:
-
-    >>> inputs = data_inputs("procedural", 100, 32, seed=1)
-    >>> inputs["source"], inputs["n"], inputs["size"], inputs["seed"]
-    ('procedural', 100, 32, 1)
+        >>> inputs = data_inputs("procedural", 100, 32, seed=1)
+        >>> inputs["source"], inputs["n"], inputs["size"], inputs["seed"]
+        ('procedural', 100, 32, 1)
     """
     if str(data) == "procedural":
         from kanime.data import procedural

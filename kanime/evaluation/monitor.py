@@ -17,15 +17,14 @@ TensorBoard step as the losses: it must come before `RunMonitor` in the
 callback list.
 
 Examples:
-
-```yaml
-logging:
-  log_every: 50
-  evaluate_every: 500
-  evaluate_n: 1000
-  evaluate_features: inception   # or tagger (needs evaluate_tagger)
-  evaluate_tagger: runs/tagger-quickstart
-```
+    ```yaml
+    logging:
+      log_every: 50
+      evaluate_every: 500
+      evaluate_n: 1000
+      evaluate_features: inception   # or tagger (needs evaluate_tagger)
+      evaluate_tagger: runs/tagger-quickstart
+    ```
 """
 
 from __future__ import annotations

@@ -18,14 +18,13 @@ A tagger is anything with `tags(images) -> (n, T)` 0/1 tags in the vocabulary's
 order (`kanime.data.tagging.Tagger`, or a test's oracle).
 
 Examples:
-
->>> import numpy as np
->>> from kanime.tags import PAPER_TAGS
->>> rows = prompts(PAPER_TAGS, "red hair", 4, np.random.default_rng(0))
->>> [PAPER_TAGS.decode(r)[0] for r in rows]
-['red hair', 'red hair', 'red hair', 'red hair']
->>> int(rows[:, PAPER_TAGS.group_slice("hair_color")].sum())
-4
+    >>> import numpy as np
+    >>> from kanime.tags import PAPER_TAGS
+    >>> rows = prompts(PAPER_TAGS, "red hair", 4, np.random.default_rng(0))
+    >>> [PAPER_TAGS.decode(r)[0] for r in rows]
+    ['red hair', 'red hair', 'red hair', 'red hair']
+    >>> int(rows[:, PAPER_TAGS.group_slice("hair_color")].sum())
+    4
 """
 
 from __future__ import annotations
@@ -154,15 +153,14 @@ def real_precision(images, tags, tagger, vocabulary) -> dict:
         `precision` is None for a tag no face carries.
 
     Examples:
-
-    >>> from kanime.tags import PAPER_TAGS
-    >>> class Oracle:
-    ...     def tags(self, images):
-    ...         return truth[: len(images)]
-    >>> truth = PAPER_TAGS.sample(6, 0)
-    >>> rows = real_precision(np.zeros((6, 8, 8, 3), np.uint8), truth, Oracle(), PAPER_TAGS)
-    >>> {r["precision"] for r in rows.values() if r["support"]}
-    {1.0}
+        >>> from kanime.tags import PAPER_TAGS
+        >>> class Oracle:
+        ...     def tags(self, images):
+        ...         return truth[: len(images)]
+        >>> truth = PAPER_TAGS.sample(6, 0)
+        >>> rows = real_precision(np.zeros((6, 8, 8, 3), np.uint8), truth, Oracle(), PAPER_TAGS)
+        >>> {r["precision"] for r in rows.values() if r["support"]}
+        {1.0}
     """
     _check_tagger(tagger, vocabulary)
     truth = np.asarray(tags) >= 0.5

@@ -14,13 +14,12 @@ mix. The precision table needs a tagger (see `kanime.evaluation.precision`);
 without one only FID is measured.
 
 Examples:
+    ```python
+    from kanime.evaluation import evaluate
 
-```python
-from kanime.evaluation import evaluate
-
-result = evaluate("runs/quickstart", "procedural", n=2000, tagger="runs/tagger-quickstart")
-print(result["fid"]["value"], result["precision"]["mean_generated"])
-```
+    result = evaluate("runs/quickstart", "procedural", n=2000, tagger="runs/tagger-quickstart")
+    print(result["fid"]["value"], result["precision"]["mean_generated"])
+    ```
 """
 
 from __future__ import annotations
@@ -284,14 +283,13 @@ def markdown_table(result: dict) -> str:
     """The evaluation as markdown: the FID line and the paper's per-tag precision table.
 
     Examples:
-
-    >>> result = {"generator": "g", "data": "procedural", "fid": {"value": 12.5,
-    ...     "features": "inception_v3", "n_generated": 10, "n_real": 10}, "precision": None}
-    >>> print(markdown_table(result))
-    # Evaluation of g
-    <BLANKLINE>
-    FID (inception_v3 features, 10 generated and 10 real faces of procedural): **12.50**
-    <BLANKLINE>
+        >>> result = {"generator": "g", "data": "procedural", "fid": {"value": 12.5,
+        ...     "features": "inception_v3", "n_generated": 10, "n_real": 10}, "precision": None}
+        >>> print(markdown_table(result))
+        # Evaluation of g
+        <BLANKLINE>
+        FID (inception_v3 features, 10 generated and 10 real faces of procedural): **12.50**
+        <BLANKLINE>
     """
     fid = result["fid"]
     lines = [

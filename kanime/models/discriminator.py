@@ -30,12 +30,11 @@ class Discriminator(keras.Model):
         **kwargs: passed to `keras.Model`.
 
     Examples:
-
-    >>> import numpy as np
-    >>> d = Discriminator(resolution=32, channels=8, blocks_per_stage=1)
-    >>> logit, tag_logits = d.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
-    >>> logit.shape, tag_logits.shape
-    ((2, 1), (2, 34))
+        >>> import numpy as np
+        >>> d = Discriminator(resolution=32, channels=8, blocks_per_stage=1)
+        >>> logit, tag_logits = d.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
+        >>> logit.shape, tag_logits.shape
+        ((2, 1), (2, 34))
 
     Reference:
         Jin et al., "Towards the Automatic Anime Characters Creation with

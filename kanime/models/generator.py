@@ -36,13 +36,12 @@ class Generator(keras.Model):
         **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
     Examples:
-
-    >>> import numpy as np
-    >>> g = Generator(resolution=32, channels=16, num_blocks=1, upsample_channels=64)
-    >>> z = np.random.normal(size=(2, 128)).astype("float32")
-    >>> tags = np.zeros((2, 34), "float32")
-    >>> g.predict([z, tags], verbose=0).shape
-    (2, 32, 32, 3)
+        >>> import numpy as np
+        >>> g = Generator(resolution=32, channels=16, num_blocks=1, upsample_channels=64)
+        >>> z = np.random.normal(size=(2, 128)).astype("float32")
+        >>> tags = np.zeros((2, 34), "float32")
+        >>> g.predict([z, tags], verbose=0).shape
+        (2, 32, 32, 3)
 
     Reference:
         Jin et al., "Towards the Automatic Anime Characters Creation with

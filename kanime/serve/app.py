@@ -68,17 +68,16 @@ class Images:
         characters: the generator and its vocabulary.
 
     Examples:
-
-    >>> import asyncio
-    >>> from kanime.models import Generator
-    >>> model = Generator(resolution=32, latent_dim=8, channels=8, num_blocks=1,
-    ...                   upsample_channels=16)
-    >>> images = Images(CharacterGenerator(model))
-    >>> z, tags = np.zeros((2, 8), "float32"), np.zeros((2, 34), "float32")
-    >>> pngs, ms = asyncio.run(images.png(z, tags))
-    >>> len(pngs), pngs[0].startswith("data:image/png;base64,")
-    (2, True)
-    >>> images.close()
+        >>> import asyncio
+        >>> from kanime.models import Generator
+        >>> model = Generator(resolution=32, latent_dim=8, channels=8, num_blocks=1,
+        ...                   upsample_channels=16)
+        >>> images = Images(CharacterGenerator(model))
+        >>> z, tags = np.zeros((2, 8), "float32"), np.zeros((2, 34), "float32")
+        >>> pngs, ms = asyncio.run(images.png(z, tags))
+        >>> len(pngs), pngs[0].startswith("data:image/png;base64,")
+        (2, True)
+        >>> images.close()
     """
 
     def __init__(self, characters: CharacterGenerator):
@@ -132,18 +131,18 @@ def create_app(generator, *, warm_up: bool = True) -> Starlette:
         warm_up: call the model once at start-up, so the first request is not slow.
 
     Examples:
-
-    >>> from starlette.testclient import TestClient
-    >>> from kanime.models import Generator
-    >>> model = Generator(resolution=32, latent_dim=8, channels=8, num_blocks=1,
-    ...                   upsample_channels=16)
-    >>> with TestClient(create_app(CharacterGenerator(model))) as client:
-    ...     answer = client.post("/api/generate", json={"seeds": [5], "tags": ["smile"]})
-    ...     bad = client.post("/api/generate", json={"seeds": [-1]})
-    >>> answer.status_code, answer.json()["images"][0]["seed"], answer.json()["images"][0]["tags"]
-    (200, 5, ['smile'])
-    >>> bad.status_code, bad.json()["error"]
-    (400, 'seeds[0] (a seed) must be an integer in [0, 9007199254740991]. Received: -1')
+        >>> from starlette.testclient import TestClient
+        >>> from kanime.models import Generator
+        >>> model = Generator(resolution=32, latent_dim=8, channels=8, num_blocks=1,
+        ...                   upsample_channels=16)
+        >>> with TestClient(create_app(CharacterGenerator(model))) as client:
+        ...     answer = client.post("/api/generate", json={"seeds": [5], "tags": ["smile"]})
+        ...     bad = client.post("/api/generate", json={"seeds": [-1]})
+        >>> first = answer.json()["images"][0]
+        >>> answer.status_code, first["seed"], first["tags"]
+        (200, 5, ['smile'])
+        >>> bad.status_code, bad.json()["error"]
+        (400, 'seeds[0] (a seed) must be an integer in [0, 9007199254740991]. Received: -1')
     """
     characters = (
         generator
@@ -257,9 +256,8 @@ def is_loopback(host: str) -> bool:
     """Whether `host` only listens on this machine (`127.0.0.1`, `::1`, `localhost`).
 
     Examples:
-
-    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0")
-    (True, True, False)
+        >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+        (True, True, False)
     """
     if host.lower() == "localhost":
         return True

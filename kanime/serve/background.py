@@ -21,17 +21,16 @@ class BackgroundServer:
         start_timeout: seconds to wait for the app to start (it warms the model up).
 
     Examples:
-
-    >>> import json, urllib.request
-    >>> from kanime.inference import CharacterGenerator
-    >>> from kanime.models import Generator
-    >>> from kanime.serve.app import create_app
-    >>> model = Generator(resolution=32, latent_dim=8, channels=8, num_blocks=1,
-    ...                   upsample_channels=16)
-    >>> with BackgroundServer(create_app(CharacterGenerator(model))) as server:
-    ...     with urllib.request.urlopen(server.url + "api/vocabulary") as answer:
-    ...         json.load(answer)["resolution"]
-    32
+        >>> import json, urllib.request
+        >>> from kanime.inference import CharacterGenerator
+        >>> from kanime.models import Generator
+        >>> from kanime.serve.app import create_app
+        >>> model = Generator(resolution=32, latent_dim=8, channels=8, num_blocks=1,
+        ...                   upsample_channels=16)
+        >>> with BackgroundServer(create_app(CharacterGenerator(model))) as server:
+        ...     with urllib.request.urlopen(server.url + "api/vocabulary") as answer:
+        ...         json.load(answer)["resolution"]
+        32
     """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 300):

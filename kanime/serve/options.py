@@ -35,21 +35,20 @@ class TagOptions:
             the key and the values it accepts.
 
     Examples:
-
-    >>> from kanime.tags import PAPER_TAGS
-    >>> options = TagOptions(PAPER_TAGS, {"hair_color": "blonde hair", "eye_color": "random",
-    ...                                    "smile": "on", "hat": "random"})
-    >>> tags = PAPER_TAGS.decode(options.resolve(seed=7))
-    >>> tags[0], "smile" in tags
-    ('blonde hair', True)
-    >>> PAPER_TAGS.decode(options.resolve(seed=7)) == tags
-    True
-    >>> TagOptions(PAPER_TAGS, {"hair_color": "blue eyes"})
-    Traceback (most recent call last):
-    ...
-    ValueError: options['hair_color']: 'blue eyes' is not a tag of the group. Expected 'random', \
-'none' or one of: blonde hair, brown hair, black hair, blue hair, pink hair, purple hair, green \
-hair, red hair, silver hair, white hair, orange hair, aqua hair, gray hair
+        >>> from kanime.tags import PAPER_TAGS
+        >>> options = TagOptions(PAPER_TAGS, {"hair_color": "blonde hair", "eye_color": "random",
+        ...                                    "smile": "on", "hat": "random"})
+        >>> tags = PAPER_TAGS.decode(options.resolve(seed=7))
+        >>> tags[0], "smile" in tags
+        ('blonde hair', True)
+        >>> PAPER_TAGS.decode(options.resolve(seed=7)) == tags
+        True
+        >>> TagOptions(PAPER_TAGS, {"hair_color": "blue eyes"})
+        Traceback (most recent call last):
+        ...
+        ValueError: options['hair_color']: 'blue eyes' is not a tag of the group. Expected \
+'random', 'none' or one of: blonde hair, brown hair, black hair, blue hair, pink hair, purple \
+hair, green hair, red hair, silver hair, white hair, orange hair, aqua hair, gray hair
     """
 
     def __init__(self, vocabulary: TagVocabulary, choices: dict | None = None):
@@ -76,11 +75,10 @@ hair, red hair, silver hair, white hair, orange hair, aqua hair, gray hair
         """Options that ask for exactly the tags `names` (a list, or comma-separated text).
 
         Examples:
-
-        >>> from kanime.tags import PAPER_TAGS
-        >>> options = TagOptions.from_tags(PAPER_TAGS, "Blonde_Hair, smile")
-        >>> options.choices["hair_color"], options.choices["smile"], options.choices["hat"]
-        ('blonde hair', 'on', 'off')
+            >>> from kanime.tags import PAPER_TAGS
+            >>> options = TagOptions.from_tags(PAPER_TAGS, "Blonde_Hair, smile")
+            >>> options.choices["hair_color"], options.choices["smile"], options.choices["hat"]
+            ('blonde hair', 'on', 'off')
         """
         if isinstance(names, str):
             names = [part.strip() for part in names.split(",") if part.strip()]
@@ -163,10 +161,9 @@ def controls(vocabulary: TagVocabulary) -> list[dict]:
     """The page's controls for `vocabulary`: a selector per exclusive group, toggles else.
 
     Examples:
-
-    >>> from kanime.tags import PAPER_TAGS
-    >>> [(c["kind"], c["key"]) for c in controls(PAPER_TAGS)][:4]
-    [('selector', 'hair_color'), ('selector', 'eye_color'), ('selector', 'hair_style'), \
+        >>> from kanime.tags import PAPER_TAGS
+        >>> [(c["kind"], c["key"]) for c in controls(PAPER_TAGS)][:4]
+        [('selector', 'hair_color'), ('selector', 'eye_color'), ('selector', 'hair_style'), \
 ('toggle', 'blush')]
     """
     out = []

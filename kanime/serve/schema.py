@@ -43,9 +43,8 @@ class RequestError(ValueError):
     """A bad request: `status` is the HTTP status to answer with, the message says why.
 
     Examples:
-
-    >>> RequestError("`count` must be an integer.").status
-    400
+        >>> RequestError("`count` must be an integer.").status
+        400
     """
 
     def __init__(self, message: str, status: int = 400):
@@ -95,13 +94,12 @@ def parse_json(raw: bytes):
     `NaN` and `Infinity`, which Python's `json` accepts but JSON does not, are refused.
 
     Examples:
-
-    >>> parse_json(b'{"count": 2}')
-    {'count': 2}
-    >>> parse_json(b'{"count": 2')
-    Traceback (most recent call last):
-    ...
-    kanime.serve.schema.RequestError: The body is not valid JSON: Expecting ',' delimiter \
+        >>> parse_json(b'{"count": 2}')
+        {'count': 2}
+        >>> parse_json(b'{"count": 2')
+        Traceback (most recent call last):
+        ...
+        kanime.serve.schema.RequestError: The body is not valid JSON: Expecting ',' delimiter \
 at line 1, column 12.
     """
 
@@ -133,15 +131,14 @@ def parse_generate(
             default a random seed in [0, RANDOM_SEEDS).
 
     Examples:
-
-    >>> from kanime.tags import PAPER_TAGS
-    >>> request = parse_generate({"seeds": [3, 4], "tags": ["blonde hair"]}, PAPER_TAGS, 8)
-    >>> request.seeds, request.options.choices["hair_color"]
-    ([3, 4], 'blonde hair')
-    >>> parse_generate({"count": 100}, PAPER_TAGS, 8)
-    Traceback (most recent call last):
-    ...
-    kanime.serve.schema.RequestError: `count` must be at most 16 (the most images per \
+        >>> from kanime.tags import PAPER_TAGS
+        >>> request = parse_generate({"seeds": [3, 4], "tags": ["blonde hair"]}, PAPER_TAGS, 8)
+        >>> request.seeds, request.options.choices["hair_color"]
+        ([3, 4], 'blonde hair')
+        >>> parse_generate({"count": 100}, PAPER_TAGS, 8)
+        Traceback (most recent call last):
+        ...
+        kanime.serve.schema.RequestError: `count` must be at most 16 (the most images per \
 request). Received: 100
     """
     _check_keys(body, "The body", {"count", "seeds", "noise", "noise_seed", "tags", "options"})
@@ -182,12 +179,11 @@ def parse_interpolate(body, vocabulary: TagVocabulary, latent_dim: int) -> Inter
     """Checks a `/api/interpolate` body.
 
     Examples:
-
-    >>> from kanime.tags import PAPER_TAGS
-    >>> body = {"start": {"seed": 1, "tags": "red hair"}, "end": {"seed": 2}, "frames": 5}
-    >>> request = parse_interpolate(body, PAPER_TAGS, 8)
-    >>> request.frames, request.method, PAPER_TAGS.decode(request.start.tags)
-    (5, 'slerp', ['red hair'])
+        >>> from kanime.tags import PAPER_TAGS
+        >>> body = {"start": {"seed": 1, "tags": "red hair"}, "end": {"seed": 2}, "frames": 5}
+        >>> request = parse_interpolate(body, PAPER_TAGS, 8)
+        >>> request.frames, request.method, PAPER_TAGS.decode(request.start.tags)
+        (5, 'slerp', ['red hair'])
     """
     _check_keys(body, "The body", {"start", "end", "frames", "method"})
     for key in ("start", "end"):

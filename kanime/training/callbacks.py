@@ -69,7 +69,10 @@ class RunMonitor(keras.callbacks.Callback):
     Args:
         run_dir: the run folder (`logs/`, `samples/`, `backup/` and the `.keras` files).
         total_steps: the step the run ends at.
-        log_every, image_every, backup_every, export_every: intervals in steps.
+        log_every: steps between logged losses (the steps of one Keras epoch).
+        image_every: steps between sample grids.
+        backup_every: steps between resume backups.
+        export_every: steps between `.keras` exports.
         grid_inputs: `(z, tags, rows, cols)`: fixed noise and tags of the sample grid.
         meta: extra keys stored in each backup.
         batch_size: images per step, for the logged `perf/images_per_s`.

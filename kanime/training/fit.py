@@ -23,6 +23,7 @@ import keras
 from kanime.data.batches import ArrayBatches
 from kanime.models import Discriminator, Generator
 from kanime.recipe import Recipe, RecipeError, dump_recipe, load_recipe, recipe_from_dict
+from kanime.training import distribute
 from kanime.training.callbacks import ProgressBar, RunMonitor, finite_or_raise
 from kanime.training.checkpoint import CheckpointError, load_state, read_meta
 from kanime.training.gan import TagGAN
@@ -60,7 +61,21 @@ def build_gan(recipe: Recipe) -> TagGAN:
     bfloat16 or float16 and keep float32 weights; the losses and the DRAGAN
     penalty are float32. `mixed_float16` also scales both losses dynamically
     (`keras.optimizers.LossScaleOptimizer`), skipping steps whose gradients overflow.
+
+    With `training.distribute` everything is built in `distribute.scope`; on JAX,
+    also call the GAN's `fit` inside it (`fit` below does).
+
+    Raises:
+        RecipeError: `training.batch_size` does not split among the replicas.
     """
+    t = recipe.training
+    if t.distribute is not None:
+        distribute.check_batch_size(t.batch_size, distribute.num_replicas(t.distribute))
+    with distribute.scope(t.distribute):
+        return _build_gan(recipe)
+
+
+def _build_gan(recipe: Recipe) -> TagGAN:
     t = recipe.training
     vocabulary = recipe.vocabulary
     with dtype_policy(t.mixed_precision or "float32"):
@@ -73,6 +88,9 @@ def build_gan(recipe: Recipe) -> TagGAN:
         ema_half_life_images=t.ema_half_life_images,
         seed=recipe.seed,
     )
+    if t.distribute is not None:
+        # After TagGAN has copied the config into the EMA generator, which is exported.
+        distribute.synchronize_batch_norm(gan.generator)
 
     def adam(name):
         schedule = keras.optimizers.schedules.ExponentialDecay(
@@ -216,6 +234,12 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
 
         recipe = apply_overrides(recipe, overrides)
     _check_intervals(recipe)
+    # On JAX the distribution must stay set from building the GAN to the end of its `fit`.
+    with distribute.scope(recipe.training.distribute):
+        return _fit(recipe, run_dir, progress)
+
+
+def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
     run_dir = Path(run_dir or Path("runs") / recipe.name)
     recipe_file = run_dir / "recipe.yaml"
     backup_file = run_dir / "backup" / "state.npz"
@@ -259,6 +283,11 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
     # Before `monitor`: they add `eval/...` values to the logs it writes.
     evaluation = evaluation_callbacks(recipe)
     data, data_callbacks = training_data(recipe, resumed_from, total, progress=progress)
+    processes = distribute.num_processes(recipe.training.distribute)
+    if processes > 1:  # multi-process JAX: each process feeds its part of the global batch
+        import jax
+
+        data = distribute.ProcessPart(data, jax.process_index(), processes)
     bar = ProgressBar(total, resumed_from, enabled=progress)
     callbacks = [*evaluation, monitor, bar, *data_callbacks]
     try:

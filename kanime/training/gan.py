@@ -68,19 +68,18 @@ class TagGAN(keras.Model):
         **kwargs: passed to `keras.Model`.
 
     Examples:
-
-    >>> import numpy as np
-    >>> from kanime.models import Generator, Discriminator
-    >>> gan = TagGAN(
-    ...     Generator(32, channels=8, num_blocks=1, upsample_channels=32),
-    ...     Discriminator(32, channels=8, blocks_per_stage=1),
-    ... )
-    >>> gan.compile(keras.optimizers.Adam(2e-4, 0.5), keras.optimizers.Adam(2e-4, 0.5))
-    >>> images = np.random.uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
-    >>> tags = PAPER_TAGS.sample(8, 0)
-    >>> history = gan.fit(images, tags, batch_size=4, epochs=1, verbose=0)
-    >>> sorted(history.history)[:3]
-    ['d_adv_loss', 'd_loss', 'd_tag_loss']
+        >>> import numpy as np
+        >>> from kanime.models import Generator, Discriminator
+        >>> gan = TagGAN(
+        ...     Generator(32, channels=8, num_blocks=1, upsample_channels=32),
+        ...     Discriminator(32, channels=8, blocks_per_stage=1),
+        ... )
+        >>> gan.compile(keras.optimizers.Adam(2e-4, 0.5), keras.optimizers.Adam(2e-4, 0.5))
+        >>> images = np.random.uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+        >>> tags = PAPER_TAGS.sample(8, 0)
+        >>> history = gan.fit(images, tags, batch_size=4, epochs=1, verbose=0)
+        >>> sorted(history.history)[:3]
+        ['d_adv_loss', 'd_loss', 'd_tag_loss']
 
     Reference:
         Jin et al., arXiv 1708.05509 (2017); Kodali et al., "On Convergence
@@ -167,23 +166,34 @@ class TagGAN(keras.Model):
 
     # --- pieces shared by the backends ---------------------------------------
 
-    def draw(self, images, tags):
+    def draw(self, images, tags, shard=0, num_shards=1):
         """The step's random draws: noise, fake tags and DRAGAN's `u`, `alpha`.
 
         Returns a dict with `z` `(n, latent_dim)`, `fake_tags` `(n, T)`, `u`
         (the shape of `images`) and `alpha` `(n, 1, 1, 1)`.
+
+        With `num_shards > 1` (data parallelism on TensorFlow), `images` is part
+        `shard` of `num_shards` equal parts of the global batch and `tags` holds
+        the tags of the whole global batch. The draws are made for the global
+        batch (alike on every replica, which share the seed) and part `shard` of
+        each is returned: a replica draws what one device would for its images.
         """
         n = ops.shape(images)[0]
-        z = keras.random.normal((n, self.latent_dim), seed=self.seed_generator)
+        total = n * num_shards
+        z = keras.random.normal((total, self.latent_dim), seed=self.seed_generator)
         if self.fake_tags == "paper":
-            fake_tags = self.vocabulary.sample_ops(n, self.seed_generator)
+            fake_tags = self.vocabulary.sample_ops(total, self.seed_generator)
         else:
             fake_tags = keras.random.shuffle(
                 ops.cast(tags, "float32"), axis=0, seed=self.seed_generator
             )
-        u = keras.random.uniform(ops.shape(images), seed=self.seed_generator)
-        alpha = keras.random.uniform((n, 1, 1, 1), seed=self.seed_generator)
-        return {"z": z, "fake_tags": fake_tags, "u": u, "alpha": alpha}
+        u_shape = ops.shape(images) if num_shards == 1 else (total, *ops.shape(images)[1:])
+        u = keras.random.uniform(u_shape, seed=self.seed_generator)
+        alpha = keras.random.uniform((total, 1, 1, 1), seed=self.seed_generator)
+        draws = {"z": z, "fake_tags": fake_tags, "u": u, "alpha": alpha}
+        if num_shards == 1:
+            return draws
+        return {k: v[shard * n : (shard + 1) * n] for k, v in draws.items()}
 
     def discriminator_objective(self, real_out, fake_out, penalty_grads, real_tags):
         """D loss = L_tag(real) + lambda_adv * L_adv(D) + lambda_gp * L_gp."""

@@ -15,11 +15,10 @@ The pieces of `kanime generate`, each usable on its own:
 - `generate` does all of it for the command line and returns the files written.
 
 Examples:
-
->>> parse_seeds("0-3,10")
-[0, 1, 2, 3, 10]
->>> image_filename(3, ["blonde hair", "blue eyes"])
-'seed0003_blonde-hair_blue-eyes.png'
+    >>> parse_seeds("0-3,10")
+    [0, 1, 2, 3, 10]
+    >>> image_filename(3, ["blonde hair", "blue eyes"])
+    'seed0003_blonde-hair_blue-eyes.png'
 """
 
 from __future__ import annotations
@@ -61,13 +60,12 @@ def parse_seeds(text) -> list[int]:
             a range runs backwards, or it asks for more than `MAX_SEEDS` seeds.
 
     Examples:
-
-    >>> parse_seeds("0-15")[-1], parse_seeds("3, 7,9"), parse_seeds("5,2-3,5")
-    (15, [3, 7, 9], [5, 2, 3])
-    >>> parse_seeds("9-3")
-    Traceback (most recent call last):
-    ...
-    ValueError: Bad seeds '9-3': the range '9-3' runs backwards; write it low to high, e.g. 3-9.
+        >>> parse_seeds("0-15")[-1], parse_seeds("3, 7,9"), parse_seeds("5,2-3,5")
+        (15, [3, 7, 9], [5, 2, 3])
+        >>> parse_seeds("9-3")
+        Traceback (most recent call last):
+        ...
+        ValueError: Bad seeds '9-3': the range '9-3' runs backwards; write it low to high, e.g. 3-9.
     """
     if not isinstance(text, str):
         text = ",".join(str(int(s)) for s in text)
@@ -108,9 +106,8 @@ def parse_seed_pair(text) -> tuple[int, int]:
     """The two seeds of an interpolation, from text such as `"3,9"`.
 
     Examples:
-
-    >>> parse_seed_pair("3, 9")
-    (3, 9)
+        >>> parse_seed_pair("3, 9")
+        (3, 9)
     """
     if not isinstance(text, str):
         text = ",".join(str(s) for s in text)
@@ -128,9 +125,8 @@ def format_seeds(seeds) -> str:
     """Compact text of a seed list, the inverse of `parse_seeds`.
 
     Examples:
-
-    >>> format_seeds([0, 1, 2, 3, 10])
-    '0-3,10'
+        >>> format_seeds([0, 1, 2, 3, 10])
+        '0-3,10'
     """
     seeds = [int(s) for s in seeds]
     runs = []
@@ -151,11 +147,10 @@ def tags_slug(names) -> str:
     """File-name text for tag names (in the given order); a hash when it would be too long.
 
     Examples:
-
-    >>> tags_slug(["blonde hair", "blue eyes"])
-    'blonde-hair_blue-eyes'
-    >>> tags_slug([])
-    ''
+        >>> tags_slug(["blonde hair", "blue eyes"])
+        'blonde-hair_blue-eyes'
+        >>> tags_slug([])
+        ''
     """
     names = list(names)
     slug = "_".join(slugify(n) for n in names)
@@ -177,9 +172,8 @@ def image_filename(seed: int, names) -> str:
     so that the same tags, asked in any order, give the same name.
 
     Examples:
-
-    >>> image_filename(12, [])
-    'seed0012.png'
+        >>> image_filename(12, [])
+        'seed0012.png'
     """
     return _stem(seed, names) + ".png"
 
@@ -200,10 +194,9 @@ def slerp(a, b, t) -> np.ndarray:
         float32 `(len(t), d)`.
 
     Examples:
-
-    >>> a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
-    >>> slerp(a, b, [0.0, 0.5, 1.0]).astype("float64").round(4).tolist()
-    [[1.0, 0.0], [0.7071, 0.7071], [0.0, 1.0]]
+        >>> a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+        >>> slerp(a, b, [0.0, 0.5, 1.0]).astype("float64").round(4).tolist()
+        [[1.0, 0.0], [0.7071, 0.7071], [0.0, 1.0]]
     """
     a = np.asarray(a, "float64").reshape(-1)
     b = np.asarray(b, "float64").reshape(-1)
@@ -361,12 +354,11 @@ def labelled_grid(images, rows: int, cols: int, row_labels=None, scale: int = 1,
         An RGB uint8 array.
 
     Examples:
-
-    >>> images = np.zeros((6, 8, 8, 3), "uint8")
-    >>> labelled_grid(images, 2, 3).shape
-    (22, 32, 3)
-    >>> labelled_grid(images, 2, 3, ["blonde hair", "red hair"], scale=4).shape[0]
-    70
+        >>> images = np.zeros((6, 8, 8, 3), "uint8")
+        >>> labelled_grid(images, 2, 3).shape
+        (22, 32, 3)
+        >>> labelled_grid(images, 2, 3, ["blonde hair", "red hair"], scale=4).shape[0]
+        70
     """
     images = np.asarray(images)
     if scale > 1:

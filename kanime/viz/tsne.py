@@ -20,12 +20,11 @@ Only the tagger features need Keras; the rest runs on numpy, OpenCV,
 matplotlib (Agg, no display) and openTSNE.
 
 Examples:
+    ```python
+    from kanime.viz.tsne import tsne
 
-```python
-from kanime.viz.tsne import tsne
-
-paths = tsne("data/getchu", "data/getchu/tsne", tagger="runs/tagger/tagger.keras", n=1500)
-```
+    paths = tsne("data/getchu", "data/getchu/tsne", tagger="runs/tagger/tagger.keras", n=1500)
+    ```
 """
 
 from __future__ import annotations
@@ -165,10 +164,9 @@ def pixel_features(images, dims: int = 50, side: int = 16) -> np.ndarray:
         float32 features `(n, min(dims, n, side * side * 3))`.
 
     Examples:
-
-    >>> faces = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
-    >>> pixel_features(faces, dims=4).shape
-    (10, 4)
+        >>> faces = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+        >>> pixel_features(faces, dims=4).shape
+        (10, 4)
     """
     import cv2
 
@@ -244,12 +242,11 @@ def check_perplexity(n: int, perplexity: float) -> None:
     more than `3 * perplexity` points.
 
     Examples:
-
-    >>> check_perplexity(100, 30)
-    >>> check_perplexity(50, 30)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: 50 faces are too few for perplexity 30: ... Use --perplexity 16 or less, ...
+        >>> check_perplexity(100, 30)
+        >>> check_perplexity(50, 30)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: 50 faces are too few for perplexity 30: ... Use --perplexity 16 or less, ...
     """
     if not perplexity > 0:
         raise ValueError(f"`perplexity` must be positive. Received: perplexity={perplexity}")
@@ -342,11 +339,10 @@ def thumbnail_canvas(coords, images, side: int = 2000, thumb: int = 32, seed: in
         A uint8 RGB canvas on white, `side` pixels on its longer side.
 
     Examples:
-
-    >>> faces = np.zeros((3, 8, 8, 3), np.uint8)
-    >>> canvas = thumbnail_canvas([[0, 0], [1, 1], [4, 0]], faces, side=80, thumb=8)
-    >>> canvas.shape, int(canvas.min()), int(canvas.max())
-    ((28, 80, 3), 0, 255)
+        >>> faces = np.zeros((3, 8, 8, 3), np.uint8)
+        >>> canvas = thumbnail_canvas([[0, 0], [1, 1], [4, 0]], faces, side=80, thumb=8)
+        >>> canvas.shape, int(canvas.min()), int(canvas.max())
+        ((28, 80, 3), 0, 255)
     """
     import cv2
 
@@ -402,11 +398,10 @@ def hair_colors(tags, tag_names) -> tuple[np.ndarray, list[str]]:
     has them; a face with several takes the highest score.
 
     Examples:
-
-    >>> tags = np.zeros((2, 34), np.float32); tags[0, 1] = 1.0
-    >>> index, names = hair_colors(tags, PAPER_TAGS.names)
-    >>> index.tolist(), names[1]
-    ([1, -1], 'brown hair')
+        >>> tags = np.zeros((2, 34), np.float32); tags[0, 1] = 1.0
+        >>> index, names = hair_colors(tags, PAPER_TAGS.names)
+        >>> index.tolist(), names[1]
+        ([1, -1], 'brown hair')
     """
     group = PAPER_TAGS.group("hair_color").tags
     columns = [i for i, name in enumerate(tag_names) if name in group]

@@ -1,4 +1,10 @@
-"""The TagGAN train step on the TensorFlow backend: gradient tapes on variables."""
+"""The TagGAN train step on the TensorFlow backend: gradient tapes on variables.
+
+Under a `tf.distribute` strategy (see `kanime.training.distribute`) the step runs
+on every replica with its part of the global batch; the replicas' draws, DRAGAN
+points, gradients and logged losses are made to equal those of one device on
+the global batch (`_Replicas`).
+"""
 
 import tensorflow as tf
 from keras import ops
@@ -19,14 +25,52 @@ def penalty_gradients(logit_fn, x):
     return tape.gradient(total, x)
 
 
+class _Replicas:
+    """The step's view of data parallelism: `count` replicas, this one being `index`.
+
+    Without a strategy `count` is 1 and every method is the single-device code.
+    """
+
+    def __init__(self):
+        self.context = tf.distribute.get_replica_context()
+        self.count = self.context.num_replicas_in_sync if self.context is not None else 1
+
+    def draw(self, gan, images, tags):
+        """The global batch's draws, this replica's slice (see `TagGAN.draw`)."""
+        if self.count == 1:
+            return gan.draw(images, tags)
+        all_tags = self.context.all_gather(tags, axis=0)
+        return gan.draw(images, all_tags, self.context.replica_id_in_sync_group, self.count)
+
+    def dragan_points(self, images, u, alpha):
+        """`losses.dragan_points` with the standard deviation of the global batch."""
+        if self.count == 1:
+            return losses.dragan_points(images, u, alpha)
+        images = tf.cast(images, "float32")
+        total = self.context.all_reduce("SUM", tf.cast(tf.size(images), "float32"))
+        mean = self.context.all_reduce("SUM", tf.reduce_sum(images)) / total
+        variance = self.context.all_reduce("SUM", tf.reduce_sum(tf.square(images - mean))) / total
+        delta = 0.5 * tf.sqrt(variance) * u  # as in `losses.dragan_points`
+        return images + alpha * delta
+
+    def for_gradient(self, loss):
+        """The replica's share of a global mean: the optimizer sums the replicas' gradients."""
+        return loss if self.count == 1 else loss / self.count
+
+    def mean(self, logs):
+        """The logs (means over this replica's images) as means over the global batch."""
+        return logs if self.count == 1 else self.context.all_reduce("MEAN", logs)
+
+
 def train_step(gan, data):
     images, tags = _unpack(data)
-    noise = gan.draw(images, tags)
+    replicas = _Replicas()
+    noise = replicas.draw(gan, images, tags)
     G, D = gan.generator, gan.discriminator
 
     # Discriminator step.
     fake = G([noise["z"], noise["fake_tags"]], training=True)
-    x_hat = losses.dragan_points(images, noise["u"], noise["alpha"])
+    x_hat = replicas.dragan_points(images, noise["u"], noise["alpha"])
     n = tf.shape(images)[0]
     with tf.GradientTape() as tape:
         penalty_grads = penalty_gradients(lambda x: D(x, training=True)[0], x_hat)
@@ -34,7 +78,8 @@ def train_step(gan, data):
         real_out = (logit[:n], tag_logits[:n])
         fake_out = (logit[n:], tag_logits[n:])
         d_loss, d_logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
-        d_loss = gan.d_optimizer.scale_loss(d_loss)  # a no-op without loss scaling
+        # Scaling is a no-op without loss scaling and on one device.
+        d_loss = gan.d_optimizer.scale_loss(replicas.for_gradient(d_loss))
     d_grads = tape.gradient(d_loss, D.trainable_variables)
     gan.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
 
@@ -42,15 +87,15 @@ def train_step(gan, data):
     with tf.GradientTape() as tape:
         fake = G([noise["z"], noise["fake_tags"]], training=True)
         g_loss, g_logs = gan.generator_objective(D(fake, training=True), noise["fake_tags"])
-        g_loss = gan.g_optimizer.scale_loss(g_loss)
+        g_loss = gan.g_optimizer.scale_loss(replicas.for_gradient(g_loss))
     g_grads = tape.gradient(g_loss, G.trainable_variables)
     gan.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
 
-    # Moving average of the generator.
-    beta = gan.ema_decay(n)
+    # Moving average of the generator, at the pace of the global batch.
+    beta = gan.ema_decay(n * replicas.count)
     for w, e in gan.ema_pairs():
         if w.trainable:
             e.assign(beta * e + (1.0 - beta) * w)
         else:
             e.assign(w)
-    return gan.update_metrics({**d_logs, **g_logs})
+    return gan.update_metrics(replicas.mean({**d_logs, **g_logs}))

@@ -1,0 +1,199 @@
+"""Data parallelism: one training step spread over several devices.
+
+A recipe's `training.distribute` chooses it:
+
+- `None` (the default): one device.
+- `"mirrored"`: every visible device of this machine (its GPUs, or else its
+  CPU devices). On TensorFlow a `tf.distribute.MirroredStrategy`; on JAX a
+  `keras.distribution.DataParallel` over `keras.distribution.list_devices()`.
+- `"multi_worker"`: several machines, each running the same command. On
+  TensorFlow a `tf.distribute.MultiWorkerMirroredStrategy`, which reads the
+  cluster from each worker's `TF_CONFIG` environment variable; on JAX
+  `keras.distribution.initialize()` (which reads `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
+  `KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`) and a
+  `DataParallel` over the devices of every process, each process feeding its
+  share of the global batch.
+
+`training.batch_size` stays the global batch: each of the `R` replicas gets
+`batch_size / R` images, so `batch_size` must be a multiple of `R`. A step
+computes what one device computes for the same global batch:
+
+- the losses are means over the global batch. On JAX the jitted step sees
+  global arrays, so this holds as written. On TensorFlow each replica
+  differentiates its local mean divided by `R`; Keras's optimizers sum the
+  replicas' gradients, which gives the gradient of the global mean, and the
+  logged losses are averaged over the replicas;
+- the step's random draws (noise, fake tags, DRAGAN's `u` and `alpha`) are made
+  for the global batch and each replica uses its slice, so the replicas draw
+  different noise and the step stays reproducible from the seed;
+- the DRAGAN penalty's scale `std(x)` and the generator's batch norm use the
+  statistics of the global batch (on TensorFlow by all-reduces: the training
+  generator's `BatchNormalization` layers are switched to `synchronized=True`;
+  the exported EMA generator keeps plain layers, loadable on any backend).
+
+Examples:
+
+>>> num_replicas(None)
+1
+>>> check_batch_size(64, 4)
+>>> check_batch_size(30, 4)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+kanime.recipe.RecipeError: `training.batch_size` (30) must be a multiple of ... replicas (4) ...
+"""
+
+import contextlib
+import functools
+
+import keras
+
+from kanime.recipe import RecipeError
+
+MODES = ("mirrored", "multi_worker")
+
+
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(
+            f"`distribute` must be None or one of {MODES}. Received: distribute={mode!r}"
+        )
+
+
+@functools.cache
+def tf_strategy(mode):
+    """The `tf.distribute.Strategy` of `mode`, made once per process.
+
+    `"mirrored"` mirrors over the machine's GPUs, or its CPU devices when it has
+    none (TensorFlow's own default would take only the first CPU).
+    """
+    import tensorflow as tf
+
+    _check_mode(mode)
+    if mode == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+@functools.cache
+def jax_distribution(mode):
+    """The `keras.distribution.DataParallel` of `mode`, made once per process."""
+    _check_mode(mode)
+    if mode == "multi_worker":
+        keras.distribution.initialize()
+    return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+
+
+def distribution(mode):
+    """The running backend's distribution object for `mode`, or None for one device."""
+    if mode is None:
+        return None
+    if keras.backend.backend() == "tensorflow":
+        return tf_strategy(mode)
+    return jax_distribution(mode)
+
+
+def num_replicas(mode):
+    """How many replicas (devices) share a step under `mode`."""
+    dist = distribution(mode)
+    if dist is None:
+        return 1
+    if keras.backend.backend() == "tensorflow":
+        return dist.num_replicas_in_sync
+    return dist.device_mesh.shape[0]
+
+
+def num_processes(mode):
+    """How many processes feed the step (1 but with `"multi_worker"` on JAX)."""
+    if mode != "multi_worker" or keras.backend.backend() == "tensorflow":
+        return 1  # TensorFlow's distributed dataset splits the data among the workers
+    import jax
+
+    return jax.process_count()
+
+
+def check_batch_size(batch_size, replicas):
+    """Raises a `RecipeError` unless `batch_size` splits evenly among `replicas`."""
+    if batch_size % replicas:
+        raise RecipeError(
+            f"`training.batch_size` ({batch_size}) must be a multiple of the number of "
+            f"replicas ({replicas}) of `training.distribute`: each device takes an equal "
+            f"share of the global batch. Received: training.batch_size={batch_size}"
+        )
+
+
+@contextlib.contextmanager
+def scope(mode):
+    """Builds and trains inside it run on the devices of `mode` (nothing for None).
+
+    On TensorFlow it enters the strategy's scope: models, optimizers and the
+    `TagGAN` made inside hold mirrored variables, and the GAN's `fit` runs the
+    step on every replica. On JAX it sets the `DataParallel` distribution, which
+    must stay set from building to the end of `fit`, so wrap both.
+    """
+    dist = distribution(mode)
+    if dist is None:
+        yield None
+        return
+    with dist.scope():
+        yield dist
+
+
+def synchronize_batch_norm(model):
+    """Makes `model`'s batch norm layers use the global batch's statistics (TensorFlow).
+
+    On JAX the jitted step already normalises over the global batch. Only the
+    training copy is changed: configs saved from it would not load on JAX.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+
+
+class ProcessPart(keras.utils.PyDataset):
+    """This process's part of each global batch of `batches` (multi-process JAX).
+
+    Every process builds the same global batches; process `p` of `P` feeds
+    rows `[p * b / P, (p + 1) * b / P)` of each, as Keras's JAX trainer expects.
+
+    Args:
+        batches: a `PyDataset` of `(images, tags)` global batches.
+        process: this process's index.
+        count: the number of processes.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> part = ProcessPart([(np.arange(8), np.arange(8))], process=1, count=2)
+    >>> part[0][0].tolist()
+    [4, 5, 6, 7]
+    """
+
+    def __init__(self, batches, process, count):
+        super().__init__()
+        self.batches, self.process, self.count = batches, process, count
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        images, tags = self.batches[index]
+        size = len(images) // self.count
+        part = slice(self.process * size, (self.process + 1) * size)
+        return images[part], tags[part]
+
+
+__all__ = [
+    "MODES",
+    "ProcessPart",
+    "check_batch_size",
+    "distribution",
+    "jax_distribution",
+    "num_processes",
+    "num_replicas",
+    "scope",
+    "synchronize_batch_norm",
+    "tf_strategy",
+]
