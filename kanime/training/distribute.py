@@ -33,13 +33,13 @@ computes what one device computes for the same global batch:
 
 Examples:
 
->>> num_replicas(None)
-1
->>> check_batch_size(64, 4)
->>> check_batch_size(30, 4)  # doctest: +ELLIPSIS
-Traceback (most recent call last):
-...
-kanime.recipe.RecipeError: `training.batch_size` (30) must be a multiple of ... replicas (4) ...
+    >>> num_replicas(None)
+    1
+    >>> check_batch_size(64, 4)
+    >>> check_batch_size(30, 4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kanime.recipe.RecipeError: `training.batch_size` (30) must be a multiple of ... replicas (4) ...
 """
 
 import contextlib
@@ -165,10 +165,10 @@ class ProcessPart(keras.utils.PyDataset):
 
     Examples:
 
-    >>> import numpy as np
-    >>> part = ProcessPart([(np.arange(8), np.arange(8))], process=1, count=2)
-    >>> part[0][0].tolist()
-    [4, 5, 6, 7]
+        >>> import numpy as np
+        >>> part = ProcessPart([(np.arange(8), np.arange(8))], process=1, count=2)
+        >>> part[0][0].tolist()
+        [4, 5, 6, 7]
     """
 
     def __init__(self, batches, process, count):
