@@ -36,27 +36,32 @@ def _load_tagger(path, **options):
     return tagger
 
 
+# Options that `fit` and `fit-tagger` share: recipes and run folders work the same way.
+RunDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--run-dir", help="Run folder; default runs/<recipe name>. Resumes if it has a backup."
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe value: --set training.steps=3000 (repeatable)."),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the resolved recipe and exit.")
+]
+ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
 @app.command()
 def fit(
     recipe: Annotated[
         Path, typer.Argument(help="A recipe YAML file, e.g. recipes/quickstart.yaml.")
     ],
-    run_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--run-dir", help="Run folder; default runs/<recipe name>. Resumes if it has a backup."
-        ),
-    ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", help="Override a recipe value: --set training.batch_size=32 (repeatable)."
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the resolved recipe and exit.")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    run_dir: RunDirOption = None,
+    overrides: SetOption = None,
+    dry_run: DryRunOption = False,
+    progress: ProgressOption = True,
 ):
     """Train a recipe; running it again on a stopped run resumes from its last backup."""
     from kanime.recipe import RecipeError, load_recipe
@@ -227,22 +232,10 @@ def fit_tagger(
     recipe: Annotated[
         Path, typer.Argument(help="A tagger recipe YAML file, e.g. recipes/tagger.yaml.")
     ],
-    run_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--run-dir", help="Run folder; default runs/<recipe name>. Resumes if it has a backup."
-        ),
-    ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", help="Override a recipe value: --set training.steps=3000 (repeatable)."
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the resolved recipe and exit.")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    run_dir: RunDirOption = None,
+    overrides: SetOption = None,
+    dry_run: DryRunOption = False,
+    progress: ProgressOption = True,
 ):
     """Train the multi-label tagger of a recipe on tagged faces; print per-tag precision and
     recall on the held-out faces. Running it again on a stopped run resumes from its last backup.
