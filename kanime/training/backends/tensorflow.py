@@ -66,14 +66,25 @@ def train_step(gan, data):
     images, tags = _unpack(data)
     replicas = _Replicas()
     noise = replicas.draw(gan, images, tags)
-    G, D = gan.generator, gan.discriminator
+    d_logs = discriminator_step(gan, images, tags, noise, replicas)
+    g_logs = generator_step(gan, noise, replicas)
+    ema_step(gan, tf.shape(images)[0] * replicas.count)
+    return gan.update_metrics(replicas.mean({**d_logs, **g_logs}))
 
-    # Discriminator step.
+
+def discriminator_step(gan, images, tags, noise, replicas=None, penalty=True):
+    """One discriminator update; returns its logs. `penalty=False` leaves the DRAGAN
+    gradient out (its term is then 0), which `benchmarks/train_step_parts.py` times."""
+    replicas = replicas or _Replicas()
+    G, D = gan.generator, gan.discriminator
     fake = G([noise["z"], noise["fake_tags"]], training=True)
     x_hat = replicas.dragan_points(images, noise["u"], noise["alpha"])
     n = tf.shape(images)[0]
     with tf.GradientTape() as tape:
-        penalty_grads = penalty_gradients(lambda x: D(x, training=True)[0], x_hat)
+        if penalty:
+            penalty_grads = penalty_gradients(lambda x: D(x, training=True)[0], x_hat)
+        else:
+            penalty_grads = tf.zeros_like(x_hat)
         logit, tag_logits = D(tf.concat([images, fake], axis=0), training=True)
         real_out = (logit[:n], tag_logits[:n])
         fake_out = (logit[n:], tag_logits[n:])
@@ -82,20 +93,27 @@ def train_step(gan, data):
         d_loss = gan.d_optimizer.scale_loss(replicas.for_gradient(d_loss))
     d_grads = tape.gradient(d_loss, D.trainable_variables)
     gan.d_optimizer.apply_gradients(zip(d_grads, D.trainable_variables))
+    return d_logs
 
-    # Generator step, with the same noise and tags.
+
+def generator_step(gan, noise, replicas=None):
+    """One generator update with the step's noise and tags; returns its logs."""
+    replicas = replicas or _Replicas()
+    G, D = gan.generator, gan.discriminator
     with tf.GradientTape() as tape:
         fake = G([noise["z"], noise["fake_tags"]], training=True)
         g_loss, g_logs = gan.generator_objective(D(fake, training=True), noise["fake_tags"])
         g_loss = gan.g_optimizer.scale_loss(replicas.for_gradient(g_loss))
     g_grads = tape.gradient(g_loss, G.trainable_variables)
     gan.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
+    return g_logs
 
-    # Moving average of the generator, at the pace of the global batch.
-    beta = gan.ema_decay(n * replicas.count)
+
+def ema_step(gan, global_batch):
+    """Moves the EMA generator towards the generator, at the pace of the global batch."""
+    beta = gan.ema_decay(global_batch)
     for w, e in gan.ema_pairs():
         if w.trainable:
             e.assign(beta * e + (1.0 - beta) * w)
         else:
             e.assign(w)
-    return gan.update_metrics(replicas.mean({**d_logs, **g_logs}))
