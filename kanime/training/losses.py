@@ -30,16 +30,19 @@ def generator_adversarial_loss(fake_logit):
     return ops.mean(ops.softplus(-_f32(fake_logit)))
 
 
-def dragan_points(images, u, alpha):
+def dragan_points(images, u, alpha, std=None):
     """DRAGAN's `x_hat = x + alpha * 0.5 * std(x) * u`, near the real data.
 
     Args:
         images: real images `(n, h, w, c)`.
         u: uniform [0, 1] noise of the same shape (one draw per element).
         alpha: uniform [0, 1] weights of shape `(n, 1, 1, 1)` (one per sample).
+        std: the standard deviation to use; None computes it over `images` (a data-parallel
+            step passes the global batch's).
     """
     images = _f32(images)
-    delta = 0.5 * ops.std(images) * _f32(u)
+    std = ops.std(images) if std is None else std
+    delta = 0.5 * std * _f32(u)
     return images + _f32(alpha) * delta
 
 

@@ -50,8 +50,7 @@ class _Replicas:
         total = self.context.all_reduce("SUM", tf.cast(tf.size(images), "float32"))
         mean = self.context.all_reduce("SUM", tf.reduce_sum(images)) / total
         variance = self.context.all_reduce("SUM", tf.reduce_sum(tf.square(images - mean))) / total
-        delta = 0.5 * tf.sqrt(variance) * u  # as in `losses.dragan_points`
-        return images + alpha * delta
+        return losses.dragan_points(images, u, alpha, std=tf.sqrt(variance))
 
     def for_gradient(self, loss):
         """The replica's share of a global mean: the optimizer sums the replicas' gradients."""
