@@ -4,9 +4,20 @@ Usage:
     python benchmarks/generator_inference.py [--runs 30] [--backends tensorflow,jax]
         [--out benchmarks/results/generator_inference.json]
 
-The paper-size generator (`kanime.models.Generator(resolution=128)`, random weights) runs
-through `predict_on_batch` (the compiled predict function) in a fresh process per backend;
-after 3 warm-up calls, the figure is the median of `--runs` calls.
+The paper-size generator (`kanime.models.Generator(resolution=128)`, random weights) runs in a
+fresh process per backend, in two forms, alternating call by call so that both see the same
+machine load:
+
+- `as_trained`: the model itself through `predict_on_batch` (Keras's compiled predict
+  function; on a CPU-only TensorFlow Keras leaves XLA off);
+- `fused`: what `kanime.inference.CharacterGenerator` runs, `fuse_generator(model)`
+  compiled with `jit_compile=True`.
+
+The first call of each (tracing, compiling) is reported apart; after 2 more warm-up calls the
+figure is the median of `--runs` calls (`--runs / 6`, at least 3, at batch 64). Each result
+also gives the model's floating-point operations per image (2 per multiply-add, counted from
+its Dense and Conv2D layers) and the rate a 2048x2048 float32 matmul reaches in the same
+process: their ratio is the time per image a model would take running at matmul speed.
 """
 
 import argparse
@@ -21,26 +32,68 @@ from results_io import write_result
 WORKER = r"""
 import json, statistics, sys, time
 import keras, numpy as np
+from kanime.inference import CharacterGenerator
 from kanime.models import Generator
 
 runs = int(sys.argv[1])
-g = Generator(resolution=128)
-out = {"backend": keras.backend.backend(), "params": g.count_params()}
-for batch in (1, 64):
-    z = np.random.default_rng(0).standard_normal((batch, 128)).astype("float32")
-    tags = np.zeros((batch, 34), "float32")
-    for _ in range(3):
-        np.asarray(g.predict_on_batch([z, tags]))
+
+
+def flops_per_image(model):
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            k = layer.kernel.shape
+            h, w = layer.output.shape[1:3]
+            total += 2 * h * w * k[0] * k[1] * k[2] * k[3]
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return total
+
+
+def matmul_gflops(n=2048, repeats=5):
+    a = keras.random.normal((n, n), seed=0)
+    fn = lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, a))
+    fn()
     times = []
-    for _ in range(runs if batch == 1 else max(3, runs // 6)):
+    for _ in range(repeats):
         start = time.perf_counter()
-        np.asarray(g.predict_on_batch([z, tags]))
+        fn()
         times.append(time.perf_counter() - start)
-    out[f"batch_{batch}"] = {
-        "median_ms_per_call": statistics.median(times) * 1e3,
-        "median_ms_per_image": statistics.median(times) * 1e3 / batch,
-        "times_s": times,
-    }
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+g = Generator(resolution=128)
+models = {"as_trained": g, "fused": CharacterGenerator(g).inference_model}
+gflops = matmul_gflops()
+out = {"backend": keras.backend.backend(), "params": g.count_params(), "matmul_gflops": gflops}
+for name, model in models.items():
+    flops = flops_per_image(model)
+    out[name] = {"flops_per_image": flops, "ms_per_image_at_matmul_speed": flops / gflops / 1e6}
+for batch in (1, 64):
+    rng = np.random.default_rng(0)
+    x = [rng.standard_normal((batch, 128)).astype("float32"), np.zeros((batch, 34), "float32")]
+    n = runs if batch == 1 else max(3, runs // 6)
+    times = {name: [] for name in models}
+    for name, model in models.items():
+        start = time.perf_counter()
+        np.asarray(model.predict_on_batch(x))
+        out[name][f"batch_{batch}_first_call_s"] = time.perf_counter() - start
+        for _ in range(2):
+            np.asarray(model.predict_on_batch(x))
+    for _ in range(n):
+        for name, model in models.items():
+            start = time.perf_counter()
+            np.asarray(model.predict_on_batch(x))
+            times[name].append(time.perf_counter() - start)
+    for name in models:
+        median = statistics.median(times[name])
+        out[name][f"batch_{batch}"] = {
+            "median_ms_per_call": median * 1e3,
+            "median_ms_per_image": median * 1e3 / batch,
+            "times_s": times[name],
+        }
+    ratio = statistics.median(times["as_trained"]) / statistics.median(times["fused"])
+    out[f"batch_{batch}_fused_speedup"] = ratio
 print("RESULT" + json.dumps(out))
 """
 
@@ -61,11 +114,17 @@ def main():
         if proc.returncode:
             raise SystemExit(f"{backend} failed:\n{proc.stderr[-3000:]}")
         line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-        results[backend] = json.loads(line[len("RESULT") :])
-        one, many = (results[backend][f"batch_{b}"]["median_ms_per_image"] for b in (1, 64))
-        print(f"{backend}: {one:.1f} ms/image at batch 1, {many:.1f} at batch 64", flush=True)
+        result = results[backend] = json.loads(line[len("RESULT") :])
+        for form in ("as_trained", "fused"):
+            one, many = (result[form][f"batch_{b}"]["median_ms_per_image"] for b in (1, 64))
+            floor = result[form]["ms_per_image_at_matmul_speed"]
+            print(
+                f"{backend} {form}: {one:.1f} ms/image at batch 1, {many:.1f} at batch 64 "
+                f"(at matmul speed: {floor:.1f})",
+                flush=True,
+            )
     report = {
-        "what": "paper-size 128x128 generator inference per image (predict_on_batch)",
+        "what": "paper-size 128x128 generator inference per image, as trained and fused",
         "target_ms_per_image_at_batch_1": 20,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "load_average_after": os.getloadavg(),

@@ -25,6 +25,12 @@ class CharacterGenerator:
         model: a Keras model `[z (n, latent_dim), tags (n, T)] -> images (n, r, r, 3)`
             in [-1, 1], such as the `generator.keras` that `kanime fit` exports.
         vocabulary: the `TagVocabulary` of the tag input (`T` tags).
+        fuse: run a copy of the model rewritten for inference
+            (`kanime.models.fused.fuse_generator`: batch norm folded, same
+            images to float32 rounding; on TensorFlow also compiled with XLA),
+            1.5 to 2 times faster on a CPU. A model not laid out like
+            `kanime.models.Generator` runs as it is. `False` runs `model` itself
+            (for a model still training, whose weights change).
 
     Examples:
         >>> from kanime.models import Generator
@@ -38,7 +44,7 @@ class CharacterGenerator:
         True
     """
 
-    def __init__(self, model, vocabulary: TagVocabulary = PAPER_TAGS):
+    def __init__(self, model, vocabulary: TagVocabulary = PAPER_TAGS, fuse: bool = True):
         z_shape, tag_shape = (tuple(x.shape) for x in model.inputs)
         if tag_shape[-1] != len(vocabulary):
             raise ValueError(
@@ -46,6 +52,7 @@ class CharacterGenerator:
                 f"{len(vocabulary)} tags."
             )
         self.model = model
+        self.inference_model = _fused(model) if fuse else model
         self.vocabulary = vocabulary
         self.latent_dim = int(z_shape[-1])
         self.resolution = int(model.outputs[0].shape[1])
@@ -116,7 +123,7 @@ class CharacterGenerator:
         z = np.asarray(z, "float32")
         tags = np.asarray(tags, "float32")
         out = [
-            self.model.predict_on_batch([z[i : i + batch_size], tags[i : i + batch_size]])
+            self.inference_model.predict_on_batch([z[i : i + batch_size], tags[i : i + batch_size]])
             for i in range(0, len(z), batch_size)
         ]
         return to_uint8(np.concatenate([np.asarray(x) for x in out]))
@@ -125,6 +132,20 @@ class CharacterGenerator:
         """uint8 images of `seeds`, each asking for `tags` (text, names, or vectors)."""
         z = self.noise(seeds)
         return self(z, self.tag_vectors(tags, len(z)), batch_size)
+
+
+def _fused(model):
+    """`fuse_generator(model)`, XLA-compiled on TensorFlow; `model` if it can't be fused."""
+    from kanime.models.fused import NotFusableError, fuse_generator
+
+    try:
+        fused = fuse_generator(model)
+    except NotFusableError:
+        return model
+    # XLA makes the fused model's call about 20% faster on TensorFlow, where Keras leaves
+    # it off on a CPU (JAX always compiles); each new batch size costs one compilation.
+    fused.compile(jit_compile=True)
+    return fused
 
 
 def _seed(value) -> int:

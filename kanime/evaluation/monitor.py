@@ -84,7 +84,7 @@ class EvaluationMonitor(keras.callbacks.Callback):
         from kanime.inference import CharacterGenerator
 
         model = getattr(self.model, "ema_generator", None) or self.model.generator
-        generator = CharacterGenerator(model, self.vocabulary)
+        generator = CharacterGenerator(model, self.vocabulary, fuse=False)
         real_stats, real_tags = self._real_faces(generator.resolution)
         prompt_tags = real_tags[np.arange(self.n) % len(real_tags)]
         fake_stats = generated_statistics(generator, prompt_tags, self.extractor)
