@@ -6,12 +6,18 @@ Usage:
 
 Each backend runs in its own process (Keras picks its backend at import). The first step
 (tracing / compilation) is reported apart; the figure is the median of the timed steps.
+
+An entry of `--backends` may carry its own recipe overrides in brackets, separated by `;`,
+to compare settings in one run, e.g. XLA on and off on TensorFlow:
+    --backends "tensorflow[training.jit_compile=false],tensorflow[training.jit_compile=true]"
+Results are keyed by the entry; `ratios` gives each entry's step time over the first's.
 """
 
 import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -97,14 +103,18 @@ def main():
     )  # fmt: skip
     args = parser.parse_args()
     results = {}
-    for backend in args.backends.split(","):
+    for entry in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", args.backends):
+        backend, _, extra = entry.partition("[")
+        overrides = [*args.set, *filter(None, extra.rstrip("]").split(";"))]
         start = time.time()
-        results[backend] = run(backend, args.recipe, args.batch_size, args.steps, args.set)
-        print(f"{backend}: median {results[backend]['median_step_s']:.2f} s/step "
+        results[entry] = run(backend, args.recipe, args.batch_size, args.steps, overrides)
+        print(f"{entry}: median {results[entry]['median_step_s']:.2f} s/step "
               f"({time.time() - start:.0f} s in all)", flush=True)  # fmt: skip
     if "tensorflow" in results and "jax" in results:
         ratio = results["jax"]["median_step_s"] / results["tensorflow"]["median_step_s"]
         results["jax_over_tensorflow"] = ratio
+    first = next(iter(results.values()))["median_step_s"]
+    ratios = {k: v["median_step_s"] / first for k, v in results.items() if isinstance(v, dict)}
     report = {
         "what": "one TagGAN training step (D step with DRAGAN penalty, G step, EMA)",
         "recipe": args.recipe,
@@ -118,6 +128,7 @@ def main():
         },  # fmt: skip
         "command": "python " + " ".join(sys.argv),
         "results": results,
+        "ratios": ratios,
     }
     write_result(args.out, report)
 

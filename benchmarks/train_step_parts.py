@@ -1,13 +1,16 @@
-"""One TagGAN training step split into its parts, on TensorFlow.
+"""One TagGAN training step split into its parts, on TensorFlow or JAX.
 
 Usage:
-    python benchmarks/train_step_parts.py [--recipe recipes/getchu.yaml] [--batch-size 64]
-        [--runs 3] [--out benchmarks/results/train_step_parts.json]
+    [KERAS_BACKEND=jax] python benchmarks/train_step_parts.py [--recipe recipes/getchu.yaml]
+        [--batch-size 64] [--runs 3] [--out benchmarks/results/train_step_parts.json]
 
-Times, each as its own `tf.function` on the same batch and draws: the discriminator
-step without the DRAGAN penalty, the discriminator step with it (the penalty's cost is
-the difference), the generator step and the EMA update. The first call of each
-(tracing) is left out; figures are medians of `--runs` calls.
+The backend is Keras's (`KERAS_BACKEND`, TensorFlow when unset).
+
+Times, each compiled on its own (a `tf.function` on TensorFlow, `jax.jit` on JAX) on the same
+batch and draws: the discriminator step without the DRAGAN penalty, the discriminator step
+with it (the penalty's cost is the difference), the generator step and the EMA update. These
+are the functions the backend's `train_step` is made of. The first call of each (tracing,
+compiling) is left out; figures are medians of `--runs` calls.
 """
 
 import argparse
@@ -19,13 +22,70 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from results_io import write_result  # noqa: E402
 
 from kanime.recipe import load_recipe  # noqa: E402
-from kanime.training.backends import tensorflow as steps  # noqa: E402
 from kanime.training.fit import build_gan  # noqa: E402
+
+
+def tensorflow_parts(gan, images, tags):
+    import tensorflow as tf
+
+    from kanime.training.backends import tensorflow as steps
+
+    images, tags = tf.constant(images), tf.constant(tags)
+    noise = gan.draw(images, tags)
+    b = images.shape[0]
+    parts = {
+        "discriminator_step_without_penalty": tf.function(
+            lambda: steps.discriminator_step(gan, images, tags, noise, penalty=False)
+        ),
+        "discriminator_step": tf.function(
+            lambda: steps.discriminator_step(gan, images, tags, noise)
+        ),
+        "generator_step": tf.function(lambda: steps.generator_step(gan, noise)),
+        "ema_update": tf.function(lambda: steps.ema_step(gan, b)),
+    }
+
+    def finish(out):
+        if out is not None:
+            tf.nest.map_structure(lambda x: x.numpy(), out)
+
+    return parts, finish
+
+
+def jax_parts(gan, images, tags):
+    import jax
+
+    from kanime.training.backends import jax as steps
+
+    G, D = gan.generator, gan.discriminator
+    values = lambda variables: [v.value for v in variables]  # noqa: E731
+    g_values = (values(G.trainable_variables), values(G.non_trainable_variables))
+    d_values = (values(D.trainable_variables), values(D.non_trainable_variables))
+    g_opt, d_opt = values(gan.g_optimizer.variables), values(gan.d_optimizer.variables)
+    fixed = gan.non_trainable_variables
+    fixed_values = values(fixed)
+    noise = gan.draw(images, tags)
+    b = images.shape[0]
+
+    def d_step(penalty):
+        return jax.jit(
+            lambda g, d, o: steps.discriminator_step(gan, g, d, o, images, tags, noise, penalty)
+        )
+
+    d_plain, d_full = d_step(False), d_step(True)
+    g_step = jax.jit(lambda g, d, o: steps.generator_step(gan, g, d, o, noise))
+    ema = jax.jit(lambda g, f: steps.ema_step(gan, g, fixed, f, b))
+    parts = {
+        "discriminator_step_without_penalty": lambda: d_plain(g_values, d_values, d_opt),
+        "discriminator_step": lambda: d_full(g_values, d_values, d_opt),
+        "generator_step": lambda: g_step(g_values, d_values, g_opt),
+        "ema_update": lambda: ema(g_values, fixed_values),
+    }
+    return parts, jax.block_until_ready
 
 
 def main():
@@ -39,30 +99,22 @@ def main():
     gan = build_gan(recipe)
     r, b = recipe.model.resolution, args.batch_size
     rng = np.random.default_rng(0)
-    images = tf.constant(rng.uniform(-1, 1, (b, r, r, 3)).astype("float32"))
-    tags = tf.constant(recipe.vocabulary.sample(b, rng))
-    noise = gan.draw(images, tags)
-    parts = {
-        "discriminator_step_without_penalty": tf.function(
-            lambda: steps.discriminator_step(gan, images, tags, noise, penalty=False)
-        ),
-        "discriminator_step": tf.function(
-            lambda: steps.discriminator_step(gan, images, tags, noise)
-        ),
-        "generator_step": tf.function(lambda: steps.generator_step(gan, noise)),
-        "ema_update": tf.function(lambda: steps.ema_step(gan, b)),
-    }
+    images = rng.uniform(-1, 1, (b, r, r, 3)).astype("float32")
+    tags = recipe.vocabulary.sample(b, rng)
+    backend = keras.backend.backend()
+    make = {"tensorflow": tensorflow_parts, "jax": jax_parts}[backend]
+    parts, finish = make(gan, images, tags)
     results = {}
     for name, fn in parts.items():
-        fn()  # trace
+        start = time.perf_counter()
+        finish(fn())  # trace / compile
+        first = time.perf_counter() - start
         times = []
         for _ in range(args.runs):
             start = time.perf_counter()
-            out = fn()
-            if out is not None:
-                tf.nest.map_structure(lambda x: x.numpy(), out)
+            finish(fn())
             times.append(time.perf_counter() - start)
-        results[name] = {"median_s": statistics.median(times), "times_s": times}
+        results[name] = {"median_s": statistics.median(times), "times_s": times, "first_s": first}
         print(f"{name}: {results[name]['median_s']:.3f} s", flush=True)
     d, d0 = results["discriminator_step"]["median_s"], results[
         "discriminator_step_without_penalty"]["median_s"]  # fmt: skip
@@ -76,7 +128,8 @@ def main():
     }
     print("shares: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     write_result(args.out, {
-        "what": "one training step split into parts (TensorFlow, one tf.function per part)",
+        "what": f"one training step split into parts ({backend}, each compiled alone)",
+        "backend": backend,
         "recipe": args.recipe,
         "batch_size": b,
         "machine": {"cpus": os.cpu_count(), "load_average_after": os.getloadavg()},

@@ -61,8 +61,9 @@ class Images:
     """Runs a `CharacterGenerator` on one worker thread and encodes its images as PNG.
 
     Keras models are not called from two threads at once: every call goes through the one
-    worker, in arrival order. On JAX, batches are padded to a power of two so that only a
-    few batch shapes are ever compiled.
+    worker, in arrival order. Batches are padded to a power of two, so that only a few batch
+    shapes are ever compiled (by JAX, or by XLA on TensorFlow for the fused generator that
+    `CharacterGenerator` runs).
 
     Args:
         characters: the generator and its vocabulary.
@@ -81,15 +82,12 @@ class Images:
     """
 
     def __init__(self, characters: CharacterGenerator):
-        import keras
-
         self.characters = characters
-        self._pad = keras.backend.backend() == "jax"
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="kanime-generate")
 
     def _generate(self, z: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, float]:
         n = len(z)
-        if self._pad and n & (n - 1):
+        if n & (n - 1):
             size = 1 << n.bit_length()
             z = np.concatenate([z, np.zeros((size - n, z.shape[1]), z.dtype)])
             tags = np.concatenate([tags, np.zeros((size - n, tags.shape[1]), tags.dtype)])

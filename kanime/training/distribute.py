@@ -122,6 +122,22 @@ def check_batch_size(batch_size, replicas):
         )
 
 
+def check_jit_compile(jit_compile):
+    """Raises a `RecipeError` for XLA under a `tf.distribute` strategy (TensorFlow only).
+
+    TensorFlow's XLA does not compile a step whose mirrored variables live on
+    several devices ("Trying to access resource ... located in device ..."), and
+    Keras's `"auto"` already leaves XLA off under a strategy. JAX always compiles.
+    """
+    if jit_compile is True and keras.backend.backend() == "tensorflow":
+        raise RecipeError(
+            "`training.jit_compile: true` does not work with `training.distribute` on "
+            "TensorFlow: XLA cannot compile a step over mirrored variables. Set "
+            "`training.jit_compile` to auto or false, or train on JAX. "
+            "Received: training.jit_compile=True"
+        )
+
+
 @contextlib.contextmanager
 def scope(mode):
     """Builds and trains inside it run on the devices of `mode` (nothing for None).

@@ -66,11 +66,13 @@ def build_gan(recipe: Recipe) -> TagGAN:
     also call the GAN's `fit` inside it (`fit` below does).
 
     Raises:
-        RecipeError: `training.batch_size` does not split among the replicas.
+        RecipeError: `training.batch_size` does not split among the replicas, or
+            `training.jit_compile: true` meets `training.distribute` on TensorFlow.
     """
     t = recipe.training
     if t.distribute is not None:
         distribute.check_batch_size(t.batch_size, distribute.num_replicas(t.distribute))
+        distribute.check_jit_compile(t.jit_compile)
     with distribute.scope(t.distribute):
         return _build_gan(recipe)
 

@@ -45,62 +45,30 @@ def train_step(gan, state, data):
     all_trainable = gan.trainable_variables
     all_non_trainable = gan.non_trainable_variables
 
-    g_train = _pick(all_trainable, trainable, G.trainable_variables)
-    g_fixed = _pick(all_non_trainable, non_trainable, G.non_trainable_variables)
-    d_train = _pick(all_trainable, trainable, D.trainable_variables)
-    d_fixed = _pick(all_non_trainable, non_trainable, D.non_trainable_variables)
+    g_values = (
+        _pick(all_trainable, trainable, G.trainable_variables),
+        _pick(all_non_trainable, non_trainable, G.non_trainable_variables),
+    )
+    d_values = (
+        _pick(all_trainable, trainable, D.trainable_variables),
+        _pick(all_non_trainable, non_trainable, D.non_trainable_variables),
+    )
     seed_var = gan.seed_generator.state
     (seed_value,) = _pick(all_non_trainable, non_trainable, [seed_var])
 
     with keras.StatelessScope(state_mapping=[(seed_var, seed_value)]) as scope:
         noise = gan.draw(images, tags)
         seed_value = scope.get_current_value(seed_var)
-    z, fake_tags = noise["z"], noise["fake_tags"]
-    n = images.shape[0]
-
-    def run_d(d_values, x):
-        out, _ = D.stateless_call(d_values, d_fixed, x, training=True)
-        return out
-
-    # Discriminator step.
-    fake, g_fixed = G.stateless_call(g_train, g_fixed, [z, fake_tags], training=True)
-    fake = jax.lax.stop_gradient(fake)
-    x_hat = losses.dragan_points(images, noise["u"], noise["alpha"])
 
     n_g_opt = len(gan.g_optimizer.variables)
     g_opt_values, d_opt_values = optimizer_values[:n_g_opt], optimizer_values[n_g_opt:]
-    d_scale = _loss_scale(gan.d_optimizer, d_opt_values)  # 1 without loss scaling
-    g_scale = _loss_scale(gan.g_optimizer, g_opt_values)
-
-    def d_objective(d_values):
-        penalty_grads = penalty_gradients(lambda x: run_d(d_values, x)[0], x_hat)
-        logit, tag_logits = run_d(d_values, jnp.concatenate([images, fake], axis=0))
-        real_out = (logit[:n], tag_logits[:n])
-        fake_out = (logit[n:], tag_logits[n:])
-        loss, logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
-        return loss * d_scale, logs
-
-    (_, d_logs), d_grads = jax.value_and_grad(d_objective, has_aux=True)(d_train)
-    d_train, d_opt_values = gan.d_optimizer.stateless_apply(d_opt_values, d_grads, d_train)
-
-    # Generator step, with the same noise and tags.
-    def g_objective(g_values):
-        fake, new_fixed = G.stateless_call(g_values, g_fixed, [z, fake_tags], training=True)
-        loss, logs = gan.generator_objective(run_d(d_train, fake), fake_tags)
-        return loss * g_scale, (logs, new_fixed)
-
-    (_, (g_logs, g_fixed)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(g_train)
-    g_train, g_opt_values = gan.g_optimizer.stateless_apply(g_opt_values, g_grads, g_train)
-
-    # Moving average of the generator.
-    beta = gan.ema_decay(n)
-    g_now = dict(zip(map(id, G.trainable_variables), g_train))
-    g_now.update(zip(map(id, G.non_trainable_variables), g_fixed))
-    ema_old = dict(zip(map(id, all_non_trainable), non_trainable))
-    ema_updates = {}
-    for w, e in gan.ema_pairs():
-        new = g_now[id(w)]
-        ema_updates[id(e)] = beta * ema_old[id(e)] + (1.0 - beta) * new if w.trainable else new
+    d_train, d_opt_values, g_fixed, d_logs = discriminator_step(
+        gan, g_values, d_values, d_opt_values, images, tags, noise
+    )
+    d_values = (d_train, d_values[1])
+    g_values = (g_values[0], g_fixed)
+    g_values, g_opt_values, g_logs = generator_step(gan, g_values, d_values, g_opt_values, noise)
+    ema_updates = ema_step(gan, g_values, all_non_trainable, non_trainable, images.shape[0])
 
     # Metrics.
     mapping = list(zip(gan.metrics_variables, metric_values))
@@ -108,9 +76,9 @@ def train_step(gan, state, data):
         logs = gan.update_metrics({**d_logs, **g_logs})
         metric_values = [scope.get_current_value(v) for v in gan.metrics_variables]
 
-    trainable_updates = dict(zip(map(id, G.trainable_variables), g_train))
+    trainable_updates = dict(zip(map(id, G.trainable_variables), g_values[0]))
     trainable_updates.update(zip(map(id, D.trainable_variables), d_train))
-    fixed_updates = dict(zip(map(id, G.non_trainable_variables), g_fixed))
+    fixed_updates = dict(zip(map(id, G.non_trainable_variables), g_values[1]))
     fixed_updates.update(ema_updates)
     fixed_updates[id(seed_var)] = seed_value
     state = (
@@ -120,3 +88,82 @@ def train_step(gan, state, data):
         metric_values,
     )
     return logs, state
+
+
+def discriminator_step(gan, g_values, d_values, d_opt_values, images, tags, noise, penalty=True):
+    """One discriminator update as a pure function.
+
+    `g_values` and `d_values` are `(trainable, non_trainable)` value lists of the
+    generator and discriminator. Returns the discriminator's new trainable
+    values, its optimizer's new values, the generator's new non-trainable
+    values (its batch norm statistics move in the forward pass, as they do on
+    TensorFlow) and the logs. `penalty=False` leaves the DRAGAN gradient
+    out (its term is then 0), which `benchmarks/train_step_parts.py` times.
+    """
+    G, D = gan.generator, gan.discriminator
+    (g_train, g_fixed), (d_train, d_fixed) = g_values, d_values
+    z, fake_tags = noise["z"], noise["fake_tags"]
+    n = images.shape[0]
+    fake, g_fixed = G.stateless_call(g_train, g_fixed, [z, fake_tags], training=True)
+    fake = jax.lax.stop_gradient(fake)
+    x_hat = losses.dragan_points(images, noise["u"], noise["alpha"])
+    scale = _loss_scale(gan.d_optimizer, d_opt_values)  # 1 without loss scaling
+
+    def run_d(values, x):
+        return D.stateless_call(values, d_fixed, x, training=True)[0]
+
+    def objective(values):
+        if penalty:
+            penalty_grads = penalty_gradients(lambda x: run_d(values, x)[0], x_hat)
+        else:
+            penalty_grads = jnp.zeros_like(x_hat)
+        logit, tag_logits = run_d(values, jnp.concatenate([images, fake], axis=0))
+        real_out = (logit[:n], tag_logits[:n])
+        fake_out = (logit[n:], tag_logits[n:])
+        loss, logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
+        return loss * scale, logs
+
+    (_, logs), grads = jax.value_and_grad(objective, has_aux=True)(d_train)
+    d_train, d_opt_values = gan.d_optimizer.stateless_apply(d_opt_values, grads, d_train)
+    return d_train, d_opt_values, g_fixed, logs
+
+
+def generator_step(gan, g_values, d_values, g_opt_values, noise):
+    """One generator update as a pure function, with the step's noise and tags.
+
+    Returns the new `(trainable, non_trainable)` generator values (its batch
+    norm statistics move), the new optimizer values and the logs.
+    """
+    G, D = gan.generator, gan.discriminator
+    g_train, g_fixed = g_values
+    d_train, d_fixed = d_values
+    z, fake_tags = noise["z"], noise["fake_tags"]
+    scale = _loss_scale(gan.g_optimizer, g_opt_values)
+
+    def objective(values):
+        fake, new_fixed = G.stateless_call(values, g_fixed, [z, fake_tags], training=True)
+        out = D.stateless_call(d_train, d_fixed, fake, training=True)[0]
+        loss, logs = gan.generator_objective(out, fake_tags)
+        return loss * scale, (logs, new_fixed)
+
+    (_, (logs, g_fixed)), grads = jax.value_and_grad(objective, has_aux=True)(g_train)
+    g_train, g_opt_values = gan.g_optimizer.stateless_apply(g_opt_values, grads, g_train)
+    return (g_train, g_fixed), g_opt_values, logs
+
+
+def ema_step(gan, g_values, all_non_trainable, non_trainable, batch_size):
+    """The moving average of the generator: a dict `id(ema variable) -> new value`.
+
+    `non_trainable` holds the values of `all_non_trainable` (the EMA generator's
+    among them); trainable weights are averaged, batch norm statistics copied.
+    """
+    G = gan.generator
+    beta = gan.ema_decay(batch_size)
+    g_now = dict(zip(map(id, G.trainable_variables), g_values[0]))
+    g_now.update(zip(map(id, G.non_trainable_variables), g_values[1]))
+    ema_old = dict(zip(map(id, all_non_trainable), non_trainable))
+    updates = {}
+    for w, e in gan.ema_pairs():
+        new = g_now[id(w)]
+        updates[id(e)] = beta * ema_old[id(e)] + (1.0 - beta) * new if w.trainable else new
+    return updates
