@@ -84,6 +84,35 @@ def test_killed_run_continues_from_its_last_backup(tmp_path):
     assert read_meta(backup)["step"] == killed_at + 4
 
 
+def test_an_interrupted_run_logs_each_step_once_after_resuming(tmp_path, monkeypatch):
+    from kanime.training.callbacks import RunMonitor
+
+    recipe = write_recipe(
+        tmp_path / "tiny.yaml",
+        logging={"log_every": 2, "image_every": 8, "backup_every": 4, "export_every": 8},
+    )
+    logged = RunMonitor.on_epoch_end
+
+    def interrupt_at_step_6(self, epoch, logs=None):
+        logged(self, epoch, logs)
+        if epoch == 2:  # step 6: logged, while the last backup is at step 4
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunMonitor, "on_epoch_end", interrupt_at_step_6)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        fit(recipe, run_dir=run, progress=False)
+    assert read_meta(run / "backup" / "state.npz")["step"] == 4
+    assert [r["step"] for r in metrics(run)] == [2, 4, 6]
+
+    monkeypatch.setattr(RunMonitor, "on_epoch_end", logged)
+    result = fit(recipe, run_dir=run, progress=False)
+    assert result.resumed_from == 4 and result.step == 8
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [2, 4, 6, 8]  # step 6 once: the resumed run's row
+    assert all(np.isfinite(r["d_loss"]) for r in rows)
+
+
 def test_resume_restores_optimizer_state_exactly(tmp_path, tiny_recipe):
     from kanime.recipe import load_recipe
     from kanime.training.checkpoint import load_state

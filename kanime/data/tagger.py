@@ -40,6 +40,7 @@ from kanime.recipe import (
     recipe_from_dict,
 )
 from kanime.tags import PAPER_TAGS
+from kanime.training.metrics_log import drop_metrics_after, read_metrics
 
 # The parts of a recipe that fix the shapes of the variables a backup holds, and
 # those that choose the held-out faces (which a resumed run must not train on).
@@ -224,23 +225,6 @@ def _write_json(path, content):
         json.dump(content, f, indent=2)
 
 
-def _metrics(run_dir):
-    path = Path(run_dir) / "logs" / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _drop_metrics_after(run_dir, step):
-    """Drops the `metrics.jsonl` rows past `step` (logged after the last backup of a killed
-    run), so that a resumed run logs each step once."""
-    rows = _metrics(run_dir)
-    if any(row["step"] > step for row in rows):
-        text = "".join(json.dumps(row) + "\n" for row in rows if row["step"] <= step)
-        with atomic_path(Path(run_dir) / "logs" / "metrics.jsonl") as tmp:
-            Path(tmp).write_text(text)
-
-
 def _saved_evaluation(run_dir, recipe, step):
     """The run's `evaluation.json` when it is up to date with `step` and the recipe."""
     run_dir = Path(run_dir)
@@ -337,7 +321,7 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
     val_tags = tags[val].astype("float32")
 
     if resumed_from < total:
-        _drop_metrics_after(run_dir, resumed_from)
+        drop_metrics_after(run_dir, resumed_from)
         batches = ArrayBatches(
             images[train], tags[train], recipe.training.batch_size, log.log_every,
             seed=recipe.seed, flip=recipe.data.flip,
@@ -373,7 +357,7 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
     step = training_step(model)
     scores = model.predict(val_images, batch_size=256, verbose=0)
     predicted = recipe.vocabulary.from_scores(scores, threshold=recipe.threshold)
-    losses = [row["loss"] for row in _metrics(run_dir) if "loss" in row]
+    losses = [row["loss"] for row in read_metrics(run_dir) if "loss" in row]
     evaluation = {
         "recipe": recipe.name,
         "data": _data_name(recipe),

@@ -27,6 +27,7 @@ from kanime.training import distribute
 from kanime.training.callbacks import ProgressBar, RunMonitor, finite_or_raise
 from kanime.training.checkpoint import CheckpointError, load_state, read_meta
 from kanime.training.gan import TagGAN
+from kanime.training.metrics_log import drop_metrics_after, read_metrics
 from kanime.viz.grids import conditioning_grid_inputs
 
 # The parts of a recipe that fix the shapes of the variables a backup holds.
@@ -261,6 +262,7 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
         except CheckpointError as e:
             raise RecipeError(str(e)) from e
     run_dir.mkdir(parents=True, exist_ok=True)
+    drop_metrics_after(run_dir, resumed_from)  # rows a killed run logged after its backup
     dump_recipe(recipe, recipe_file)
 
     log = recipe.logging
@@ -309,13 +311,8 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
 
 
 def _last_losses(run_dir: Path) -> dict:
-    import json
-
-    path = run_dir / "logs" / "metrics.jsonl"
-    if not path.exists():
-        return {}
-    lines = path.read_text().strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+    rows = read_metrics(run_dir)
+    return rows[-1] if rows else {}
 
 
 def backup_step(run_dir) -> int | None:

@@ -1,0 +1,44 @@
+"""A run's `logs/metrics.jsonl`: one JSON row per logged step.
+
+A run killed between two backups has logged steps that its resumed run trains
+and logs again. Before resuming, `drop_metrics_after(run_dir, backup_step)`
+removes those rows, so that each step appears once.
+
+Examples:
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> run = Path(tempfile.mkdtemp())
+    >>> (run / "logs").mkdir()
+    >>> rows = "".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\\n" for s in (2, 4, 6))
+    >>> _ = metrics_path(run).write_text(rows)
+    >>> drop_metrics_after(run, 4)
+    >>> [row["step"] for row in read_metrics(run)]
+    [2, 4]
+"""
+
+import json
+from pathlib import Path
+
+from kanime.atomic import atomic_path
+
+
+def metrics_path(run_dir) -> Path:
+    """`run_dir/logs/metrics.jsonl`."""
+    return Path(run_dir) / "logs" / "metrics.jsonl"
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The rows of the run's `metrics.jsonl` (none when it has no such file)."""
+    path = metrics_path(run_dir)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def drop_metrics_after(run_dir, step: int) -> None:
+    """Drops the rows past `step`, rewriting the file atomically (only if it has any)."""
+    rows = read_metrics(run_dir)
+    if any(row["step"] > step for row in rows):
+        text = "".join(json.dumps(row) + "\n" for row in rows if row["step"] <= step)
+        with atomic_path(metrics_path(run_dir)) as tmp:
+            Path(tmp).write_text(text)
