@@ -434,23 +434,10 @@ class _NoProgress:
 def _progress_bar(enabled):
     if not enabled:
         return _NoProgress()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from kanime.progress import progress_bar
 
-    return Progress(
-        TextColumn("[bold]prepare"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("inputs, {task.fields[faces]} faces, {task.fields[rejected]} rejected"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
+    faces = "inputs, {task.fields[faces]} faces, {task.fields[rejected]} rejected"
+    return progress_bar("[bold]prepare", before_time=[faces])
 
 
 def _check_settings(out, settings):

@@ -57,19 +57,9 @@ class _Steps:
     def __init__(self, enabled: bool):
         self.progress = None
         if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from kanime.progress import progress_bar
 
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(),
-            )  # fmt: skip
+            self.progress = progress_bar()
 
     def __enter__(self):
         if self.progress is not None:

@@ -209,23 +209,9 @@ class ProgressBar(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if not self.enabled:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from kanime.progress import progress_bar
 
-        self.progress = Progress(
-            TextColumn("[bold]training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[losses]}"),
-        )
+        self.progress = progress_bar("[bold]training", after=["{task.fields[losses]}"])
         self.progress.start()
         self.task = self.progress.add_task(
             "fit", total=self.total_steps, completed=self.initial_step, losses=""
