@@ -237,6 +237,7 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
 
         recipe = apply_overrides(recipe, overrides)
     _check_intervals(recipe)
+    distribute.check_supported(recipe.training.distribute)
     # On JAX the distribution must stay set from building the GAN to the end of its `fit`.
     with distribute.scope(recipe.training.distribute):
         return _fit(recipe, run_dir, progress)

@@ -39,7 +39,9 @@ class _Replicas:
         """The global batch's draws, this replica's slice (see `TagGAN.draw`)."""
         if self.count == 1:
             return gan.draw(images, tags)
-        all_tags = self.context.all_gather(tags, axis=0)
+        # A copy: under MultiWorkerMirroredStrategy the input tensor has no device, which
+        # all_gather refuses ("destinations can not be empty").
+        all_tags = self.context.all_gather(tf.identity(tags), axis=0)
         return gan.draw(images, all_tags, self.context.replica_id_in_sync_group, self.count)
 
     def dragan_points(self, images, u, alpha):
