@@ -26,28 +26,20 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 from results_io import write_result
+
+HERE = Path(__file__).resolve().parent
 
 WORKER = r"""
 import json, statistics, sys, time
 import keras, numpy as np
+from flops import forward_flops
 from kanime.inference import CharacterGenerator
 from kanime.models import Generator
 
 runs = int(sys.argv[1])
-
-
-def flops_per_image(model):
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            k = layer.kernel.shape
-            h, w = layer.output.shape[1:3]
-            total += 2 * h * w * k[0] * k[1] * k[2] * k[3]
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
-    return total
 
 
 def matmul_gflops(n=2048, repeats=5):
@@ -67,7 +59,7 @@ models = {"as_trained": g, "fused": CharacterGenerator(g).inference_model}
 gflops = matmul_gflops()
 out = {"backend": keras.backend.backend(), "params": g.count_params(), "matmul_gflops": gflops}
 for name, model in models.items():
-    flops = flops_per_image(model)
+    flops = forward_flops(model)
     out[name] = {"flops_per_image": flops, "ms_per_image_at_matmul_speed": flops / gflops / 1e6}
 for batch in (1, 64):
     rng = np.random.default_rng(0)
@@ -107,6 +99,7 @@ def main():
     results = {}
     for backend in args.backends.split(","):
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
         proc = subprocess.run(
             [sys.executable, "-c", WORKER, str(args.runs)],
             capture_output=True, text=True, env=env, check=False,

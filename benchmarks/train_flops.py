@@ -16,26 +16,12 @@ import sys
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import jax  # noqa: E402
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from flops import forward_flops  # noqa: E402
 from results_io import write_result  # noqa: E402
 
 from kanime.recipe import load_recipe  # noqa: E402
 from kanime.training.fit import build_gan  # noqa: E402
-
-
-def forward_flops(model):
-    """2 x the multiply-adds of the model's Conv2D and Dense layers for one input."""
-    total = 0
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.Conv2D):
-            kh, kw, cin, cout = layer.kernel.shape
-            _, h, w, _ = layer.output.shape
-            total += 2 * h * w * kh * kw * cin * cout
-        elif isinstance(layer, keras.layers.Dense):
-            cin, cout = layer.kernel.shape
-            total += 2 * cin * cout
-    return total
 
 
 def main():

@@ -119,14 +119,26 @@ class CharacterGenerator:
         return np.tile(row.astype("float32"), (n, 1))
 
     def __call__(self, z, tags, batch_size: int = 64) -> np.ndarray:
-        """uint8 images `(n, r, r, 3)` from noise `(n, latent_dim)` and tags `(n, T)`."""
+        """uint8 images `(n, r, r, 3)` from noise `(n, latent_dim)` and tags `(n, T)`.
+
+        The model sees at most `batch_size` rows at a time, padded to a power of two:
+        a compiled model (JAX, or XLA on TensorFlow) compiles once per batch shape.
+        """
         z = np.asarray(z, "float32")
         tags = np.asarray(tags, "float32")
         out = [
-            self.inference_model.predict_on_batch([z[i : i + batch_size], tags[i : i + batch_size]])
+            self._predict(z[i : i + batch_size], tags[i : i + batch_size])
             for i in range(0, len(z), batch_size)
         ]
-        return to_uint8(np.concatenate([np.asarray(x) for x in out]))
+        return to_uint8(np.concatenate(out))
+
+    def _predict(self, z, tags):
+        n = len(z)
+        size = 1 << (n - 1).bit_length()  # the smallest power of two >= n
+        if size > n:
+            z = np.concatenate([z, np.zeros((size - n, z.shape[1]), z.dtype)])
+            tags = np.concatenate([tags, np.zeros((size - n, tags.shape[1]), tags.dtype)])
+        return np.asarray(self.inference_model.predict_on_batch([z, tags]))[:n]
 
     def generate(self, seeds, tags=None, batch_size: int = 64) -> np.ndarray:
         """uint8 images of `seeds`, each asking for `tags` (text, names, or vectors)."""

@@ -63,6 +63,20 @@ sys.meta_path.insert(0, NoTensorFlow())
 """
 
 
+def interrupt_after_epoch(monkeypatch, monitor, epoch):
+    """Makes `monitor.on_epoch_end` raise `KeyboardInterrupt` once it has logged `epoch`, as
+    when a run is killed between two backups; returns the original method."""
+    logged = monitor.on_epoch_end
+
+    def interrupted(self, e, logs=None):
+        logged(self, e, logs)
+        if e == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(monitor, "on_epoch_end", interrupted)
+    return logged
+
+
 def run_python(code, backend="tensorflow", env=None, timeout=600, cwd=None):
     """Runs `code` in a fresh interpreter with `KERAS_BACKEND=backend`; returns the result."""
     full_env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, write_recipe
+from conftest import ROOT, interrupt_after_epoch, write_recipe
 
 from kanime.recipe import RecipeError
 from kanime.training.callbacks import NonFiniteLossError
@@ -91,14 +91,8 @@ def test_an_interrupted_run_logs_each_step_once_after_resuming(tmp_path, monkeyp
         tmp_path / "tiny.yaml",
         logging={"log_every": 2, "image_every": 8, "backup_every": 4, "export_every": 8},
     )
-    logged = RunMonitor.on_epoch_end
-
-    def interrupt_at_step_6(self, epoch, logs=None):
-        logged(self, epoch, logs)
-        if epoch == 2:  # step 6: logged, while the last backup is at step 4
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(RunMonitor, "on_epoch_end", interrupt_at_step_6)
+    # Step 6 (epoch 2) is logged, while the last backup is at step 4.
+    logged = interrupt_after_epoch(monkeypatch, RunMonitor, 2)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         fit(recipe, run_dir=run, progress=False)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, interrupt_after_epoch
 from typer.testing import CliRunner
 
 from kanime.cli import app
@@ -183,14 +183,8 @@ def test_interrupted_run_resumes_from_its_backup_step(tmp_path, tiny_tagger, fin
                                                       monkeypatch):  # fmt: skip
     from kanime.training.callbacks import TaggerMonitor
 
-    logged = TaggerMonitor.on_epoch_end
-
-    def interrupt_at_step_6(self, epoch, logs=None):
-        logged(self, epoch, logs)
-        if epoch == 2:  # step 6: logged, while the last backup is at step 4
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(TaggerMonitor, "on_epoch_end", interrupt_at_step_6)
+    # Step 6 (epoch 2) is logged, while the last backup is at step 4.
+    logged = interrupt_after_epoch(monkeypatch, TaggerMonitor, 2)
     run = tmp_path / "run"
     args = ["fit-tagger", str(tiny_tagger), "--run-dir", str(run), "--no-progress"]
     stopped = runner.invoke(app, args)

@@ -61,9 +61,8 @@ class Images:
     """Runs a `CharacterGenerator` on one worker thread and encodes its images as PNG.
 
     Keras models are not called from two threads at once: every call goes through the one
-    worker, in arrival order. Batches are padded to a power of two, so that only a few batch
-    shapes are ever compiled (by JAX, or by XLA on TensorFlow for the fused generator that
-    `CharacterGenerator` runs).
+    worker, in arrival order. (`CharacterGenerator` pads batches to a power of two, so that
+    only a few batch shapes are ever compiled.)
 
     Args:
         characters: the generator and its vocabulary.
@@ -86,13 +85,8 @@ class Images:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="kanime-generate")
 
     def _generate(self, z: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, float]:
-        n = len(z)
-        if n & (n - 1):
-            size = 1 << n.bit_length()
-            z = np.concatenate([z, np.zeros((size - n, z.shape[1]), z.dtype)])
-            tags = np.concatenate([tags, np.zeros((size - n, tags.shape[1]), tags.dtype)])
         start = time.perf_counter()
-        images = self.characters(z, tags)[:n]
+        images = self.characters(z, tags)
         return images, (time.perf_counter() - start) * 1000.0
 
     async def png(self, z: np.ndarray, tags: np.ndarray) -> tuple[list[str], float]:

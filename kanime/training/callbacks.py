@@ -5,7 +5,6 @@ They act at the end of a Keras epoch, which `kanime.training.fit` (and the tagge
 the jitted state back into the variables, so reading weights there costs nothing extra.
 """
 
-import json
 import math
 import os
 import time
@@ -15,6 +14,7 @@ import keras
 
 from kanime.models.export import save_model_atomic
 from kanime.training.checkpoint import model_state_variables, save_state, save_variables
+from kanime.training.metrics_log import append_metrics
 from kanime.viz.grids import image_grid, save_png, to_uint8
 
 
@@ -116,8 +116,7 @@ class RunMonitor(keras.callbacks.Callback):
             return
         lr = self.model.g_optimizer.learning_rate
         values["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
-        with open(self.path("logs", "metrics.jsonl"), "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+        append_metrics(self.run_dir, step, values)
         self.writer.scalars(values, step)
         final = step >= self.total_steps
         if final or step % self.image_every == 0:
@@ -181,8 +180,7 @@ class TaggerMonitor(keras.callbacks.Callback):
             return
         lr = self.model.optimizer.learning_rate
         values["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
-        with open(os.path.join(self.run_dir, "logs", "metrics.jsonl"), "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+        append_metrics(self.run_dir, step, values)
         self.writer.scalars(values, step)
         if step >= self.total_steps or step % self.backup_every == 0:
             self.backup()

@@ -35,6 +35,12 @@ def read_metrics(run_dir) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def append_metrics(run_dir, step: int, values: dict) -> None:
+    """Appends the row `{"step": step, **values}`."""
+    with open(metrics_path(run_dir), "a") as f:
+        f.write(json.dumps({"step": step, **values}) + "\n")
+
+
 def drop_metrics_after(run_dir, step: int) -> None:
     """Drops the rows past `step`, rewriting the file atomically (only if it has any)."""
     rows = read_metrics(run_dir)
