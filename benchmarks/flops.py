@@ -2,15 +2,25 @@
 
 import keras
 
+from kanime.models.winograd import WinogradConv2D
+
 
 def forward_flops(model):
-    """2 x the multiply-adds of the model's Conv2D and Dense layers for one input."""
+    """2 x the multiply-adds of the model's Conv2D, WinogradConv2D and Dense layers for one input.
+
+    A `WinogradConv2D` counts its 16 matrix products per 2x2 output block, not the
+    additions of its transforms.
+    """
     total = 0
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.Conv2D):
             kh, kw, cin, cout = layer.kernel.shape
             _, h, w, _ = layer.output.shape
             total += 2 * h * w * kh * kw * cin * cout
+        elif isinstance(layer, WinogradConv2D):
+            _, _, cin, cout = layer.kernel.shape
+            _, h, w, _ = layer.output.shape
+            total += 2 * 16 * (h // 2) * (w // 2) * cin * cout
         elif isinstance(layer, keras.layers.Dense):
             cin, cout = layer.kernel.shape
             total += 2 * cin * cout

@@ -5,19 +5,27 @@ Usage:
         [--out benchmarks/results/generator_inference.json]
 
 The paper-size generator (`kanime.models.Generator(resolution=128)`, random weights) runs in a
-fresh process per backend, in two forms, alternating call by call so that both see the same
-machine load:
+fresh process per backend, in three forms that take turns so that all see the same machine
+load:
 
 - `as_trained`: the model itself through `predict_on_batch` (Keras's compiled predict
   function; on a CPU-only TensorFlow Keras leaves XLA off);
 - `fused`: what `kanime.inference.CharacterGenerator` runs, `fuse_generator(model)`
-  compiled with `jit_compile=True`.
+  compiled with `jit_compile=True`: batch norm folded, and on JAX the 3x3 convolutions by
+  Winograd's F(2x2, 3x3);
+- `fused_winograd` on TensorFlow, `fused_direct` on JAX: the other choice of
+  `fuse_generator`'s `winograd`, to show what Winograd's algorithm gives on each backend.
 
 The first call of each (tracing, compiling) is reported apart; after 2 more warm-up calls the
-figure is the median of `--runs` calls (`--runs / 6`, at least 3, at batch 64). Each result
-also gives the model's floating-point operations per image (2 per multiply-add, counted from
-its Dense and Conv2D layers) and the rate a 2048x2048 float32 matmul reaches in the same
-process: their ratio is the time per image a model would take running at matmul speed.
+figure is the median of `--runs` calls (`--runs / 6`, at least 3, at batch 64). At batch 1 the
+forms take turns in rounds of one untimed and 5 timed calls, so that each timed call finds its
+model's weights in the CPU's caches, as a server's repeated calls would; at batch 64 they take
+turns call by call.
+
+Each result also gives the model's floating-point operations per image (2 per multiply-add of
+its Dense, Conv2D and WinogradConv2D layers: `benchmarks/flops.py`) and the rate a 2048x2048
+float32 matmul reaches in the same process: their ratio is the time per image a model would
+take running at matmul speed.
 """
 
 import argparse
@@ -38,6 +46,8 @@ import keras, numpy as np
 from flops import forward_flops
 from kanime.inference import CharacterGenerator
 from kanime.models import Generator
+from kanime.models.fused import fuse_generator
+from kanime.models.winograd import WinogradConv2D
 
 runs = int(sys.argv[1])
 
@@ -55,7 +65,11 @@ def matmul_gflops(n=2048, repeats=5):
 
 
 g = Generator(resolution=128)
-models = {"as_trained": g, "fused": CharacterGenerator(g).inference_model}
+fused = CharacterGenerator(g).inference_model
+default = any(isinstance(layer, WinogradConv2D) for layer in fused.layers)
+other = fuse_generator(g, winograd=not default)
+other.compile(jit_compile=True)
+models = {"as_trained": g, "fused": fused, "fused_direct" if default else "fused_winograd": other}
 gflops = matmul_gflops()
 out = {"backend": keras.backend.backend(), "params": g.count_params(), "matmul_gflops": gflops}
 for name, model in models.items():
@@ -72,11 +86,17 @@ for batch in (1, 64):
         out[name][f"batch_{batch}_first_call_s"] = time.perf_counter() - start
         for _ in range(2):
             np.asarray(model.predict_on_batch(x))
-    for _ in range(n):
+    # Rounds of `block` calls per form after one untimed call, the forms taking turns: each
+    # timed call finds its own weights in the caches, as a server's repeated calls do.
+    block = 5 if batch == 1 else 1
+    for _ in range(max(1, n // block)):
         for name, model in models.items():
-            start = time.perf_counter()
-            np.asarray(model.predict_on_batch(x))
-            times[name].append(time.perf_counter() - start)
+            if block > 1:
+                np.asarray(model.predict_on_batch(x))
+            for _ in range(block):
+                start = time.perf_counter()
+                np.asarray(model.predict_on_batch(x))
+                times[name].append(time.perf_counter() - start)
     for name in models:
         median = statistics.median(times[name])
         out[name][f"batch_{batch}"] = {
@@ -84,8 +104,10 @@ for batch in (1, 64):
             "median_ms_per_image": median * 1e3 / batch,
             "times_s": times[name],
         }
-    ratio = statistics.median(times["as_trained"]) / statistics.median(times["fused"])
-    out[f"batch_{batch}_fused_speedup"] = ratio
+    median = {name: statistics.median(t) for name, t in times.items()}
+    out[f"batch_{batch}_fused_speedup"] = median["as_trained"] / median["fused"]
+    direct = median.get("fused_direct", median["fused"])
+    out[f"batch_{batch}_winograd_speedup"] = direct / median.get("fused_winograd", median["fused"])
 print("RESULT" + json.dumps(out))
 """
 
@@ -108,7 +130,9 @@ def main():
             raise SystemExit(f"{backend} failed:\n{proc.stderr[-3000:]}")
         line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
         result = results[backend] = json.loads(line[len("RESULT") :])
-        for form in ("as_trained", "fused"):
+        for form in ("as_trained", "fused", "fused_direct", "fused_winograd"):
+            if form not in result:
+                continue
             one, many = (result[form][f"batch_{b}"]["median_ms_per_image"] for b in (1, 64))
             floor = result[form]["ms_per_image_at_matmul_speed"]
             print(
