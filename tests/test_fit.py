@@ -21,6 +21,19 @@ def metrics(run_dir):
     return [json.loads(line) for line in lines]
 
 
+def event_steps(run_dir, tag):
+    """The steps of `tag`'s TensorBoard events, over all the run's event files."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    steps = []
+    for path in sorted((run_dir / "logs").glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return sorted(steps)
+
+
 def test_short_fit_writes_a_complete_run(tmp_path, tiny_recipe):
     run = tmp_path / "run"
     result = fit(tiny_recipe, run_dir=run, progress=False)
@@ -98,6 +111,7 @@ def test_an_interrupted_run_logs_each_step_once_after_resuming(tmp_path, monkeyp
         fit(recipe, run_dir=run, progress=False)
     assert read_meta(run / "backup" / "state.npz")["step"] == 4
     assert [r["step"] for r in metrics(run)] == [2, 4, 6]
+    assert event_steps(run, "d_loss") == [2, 4, 6]
 
     monkeypatch.setattr(RunMonitor, "on_epoch_end", logged)
     result = fit(recipe, run_dir=run, progress=False)
@@ -105,6 +119,9 @@ def test_an_interrupted_run_logs_each_step_once_after_resuming(tmp_path, monkeyp
     rows = metrics(run)
     assert [r["step"] for r in rows] == [2, 4, 6, 8]  # step 6 once: the resumed run's row
     assert all(np.isfinite(r["d_loss"]) for r in rows)
+    # TensorBoard too: step 6 once, and the killed run's events up to its backup kept.
+    assert event_steps(run, "d_loss") == [2, 4, 6, 8]
+    assert event_steps(run, "samples/ema") == [8]
 
 
 def test_resume_restores_optimizer_state_exactly(tmp_path, tiny_recipe):
@@ -187,3 +204,22 @@ def test_fit_reads_prepared_tfrecords(tmp_path):
     result = fit(recipe, run_dir=tmp_path / "run", overrides=["training.steps=4"], progress=False)
     assert result.step == 4
     assert all(np.isfinite(r["d_loss"]) for r in metrics(tmp_path / "run"))
+
+
+def test_dropping_events_keeps_the_whole_records_of_a_file_cut_short(tmp_path):
+    import tensorflow as tf
+
+    from kanime.training.metrics_log import drop_events_after
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "logs"))
+    with writer.as_default():
+        for step in (2, 4, 6, 8):
+            tf.summary.scalar("d_loss", 1.0 / step, step=step)
+    writer.close()
+    (path,) = (tmp_path / "logs").glob("events.out.tfevents.*")
+    data = path.read_bytes()
+    path.write_bytes(data[:-5])  # the step-8 record, cut short as by a killed process
+    drop_events_after(tmp_path, 4)
+    assert event_steps(tmp_path, "d_loss") == [2, 4]
+    drop_events_after(tmp_path, 4)  # nothing past 4 is left: the file stays as it is
+    assert event_steps(tmp_path, "d_loss") == [2, 4]

@@ -40,7 +40,7 @@ from kanime.recipe import (
     recipe_from_dict,
 )
 from kanime.tags import PAPER_TAGS
-from kanime.training.metrics_log import drop_metrics_after, read_metrics
+from kanime.training.metrics_log import drop_logs_after, read_metrics
 
 # The parts of a recipe that fix the shapes of the variables a backup holds, and
 # those that choose the held-out faces (which a resumed run must not train on).
@@ -321,7 +321,7 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
     val_tags = tags[val].astype("float32")
 
     if resumed_from < total:
-        drop_metrics_after(run_dir, resumed_from)
+        drop_logs_after(run_dir, resumed_from)
         batches = ArrayBatches(
             images[train], tags[train], recipe.training.batch_size, log.log_every,
             seed=recipe.seed, flip=recipe.data.flip,

@@ -27,7 +27,7 @@ from kanime.training import distribute
 from kanime.training.callbacks import ProgressBar, RunMonitor, finite_or_raise
 from kanime.training.checkpoint import CheckpointError, load_state, read_meta
 from kanime.training.gan import TagGAN
-from kanime.training.metrics_log import drop_metrics_after, read_metrics
+from kanime.training.metrics_log import drop_logs_after, read_metrics
 from kanime.viz.grids import conditioning_grid_inputs
 
 # The parts of a recipe that fix the shapes of the variables a backup holds.
@@ -263,7 +263,7 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
         except CheckpointError as e:
             raise RecipeError(str(e)) from e
     run_dir.mkdir(parents=True, exist_ok=True)
-    drop_metrics_after(run_dir, resumed_from)  # rows a killed run logged after its backup
+    drop_logs_after(run_dir, resumed_from)  # what a killed run logged after its backup
     dump_recipe(recipe, recipe_file)
 
     log = recipe.logging

@@ -1,8 +1,8 @@
-"""A run's `logs/metrics.jsonl`: one JSON row per logged step.
+"""A run's logs: `logs/metrics.jsonl` (one JSON row per logged step) and TensorBoard events.
 
 A run killed between two backups has logged steps that its resumed run trains
-and logs again. Before resuming, `drop_metrics_after(run_dir, backup_step)`
-removes those rows, so that each step appears once.
+and logs again. Before resuming, `drop_logs_after(run_dir, backup_step)`
+removes those rows and events, so that each step appears once in both.
 
 Examples:
     >>> import json, tempfile
@@ -41,6 +41,12 @@ def append_metrics(run_dir, step: int, values: dict) -> None:
         f.write(json.dumps({"step": step, **values}) + "\n")
 
 
+def drop_logs_after(run_dir, step: int) -> None:
+    """Drops the `metrics.jsonl` rows and the TensorBoard events past `step`."""
+    drop_metrics_after(run_dir, step)
+    drop_events_after(run_dir, step)
+
+
 def drop_metrics_after(run_dir, step: int) -> None:
     """Drops the rows past `step`, rewriting the file atomically (only if it has any)."""
     rows = read_metrics(run_dir)
@@ -48,3 +54,30 @@ def drop_metrics_after(run_dir, step: int) -> None:
         text = "".join(json.dumps(row) + "\n" for row in rows if row["step"] <= step)
         with atomic_path(metrics_path(run_dir)) as tmp:
             Path(tmp).write_text(text)
+
+
+def drop_events_after(run_dir, step: int) -> None:
+    """Drops the events past `step` from the run's TensorBoard event files.
+
+    Each file holding such events is rewritten atomically without them (the
+    records are copied as they are). A file cut short by a killed process keeps
+    its whole records. Without TensorFlow no event files are written
+    (`kanime.training.callbacks.SummaryWriter`), and none are read.
+    """
+    try:
+        import tensorflow as tf
+        from tensorflow.core.util import event_pb2
+    except ImportError:
+        return
+    for path in sorted((Path(run_dir) / "logs").glob("events.out.tfevents.*")):
+        records = []
+        try:
+            for record in tf.data.TFRecordDataset(str(path)):
+                records.append(record.numpy())
+        except tf.errors.DataLossError:
+            pass  # a last record the killed run did not finish
+        keep = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+        if len(keep) < len(records):
+            with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+                for record in keep:
+                    writer.write(record)
