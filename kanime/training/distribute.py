@@ -8,8 +8,8 @@ A recipe's `training.distribute` chooses it:
   `keras.distribution.DataParallel` over `keras.distribution.list_devices()`.
 - `"multi_worker"`: several machines, each running the same command. On
   TensorFlow a `tf.distribute.MultiWorkerMirroredStrategy`, which reads the
-  cluster from each worker's `TF_CONFIG` environment variable (`kanime fit`
-  refuses it for now: see `check_supported`); on JAX
+  cluster from each worker's `TF_CONFIG` environment variable (with two
+  workarounds: see `tf_strategy`); on JAX
   `keras.distribution.initialize()` (which reads `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
   `KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`) and a
   `DataParallel` over the devices of every process, each process feeding its
@@ -66,14 +66,58 @@ def tf_strategy(mode):
 
     `"mirrored"` mirrors over the machine's GPUs, or its CPU devices when it has
     none (TensorFlow's own default would take only the first CPU).
+
+    `"multi_worker"` must be made before any other TensorFlow op runs. It comes
+    with two workarounds, both checked by `tests/test_multi_worker.py`:
+
+    - Keras's `fit` hands `strategy.reduce` what it cannot take (see
+      `_multi_worker_strategy`).
+    - Grappler's arithmetic optimizer is turned off for the whole process. With
+      it on (TensorFlow 2.21), the optimized multi-worker train step computes a
+      wrong gradient through the discriminator for the generator from the
+      second step on (at the second step of the tiny recipe, one image of eight
+      1.8% off the gradient of the same discriminator at the same point), while
+      the forward pass is right. It takes the DRAGAN penalty's gradient of a
+      gradient in the same step; neither one device nor `"mirrored"` shows it,
+      and with the optimizer off the workers match one device to float32
+      rounding.
     """
     import tensorflow as tf
 
     _check_mode(mode)
     if mode == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = _multi_worker_strategy()
+        tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+        return strategy
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def _multi_worker_strategy():
+    """A `MultiWorkerMirroredStrategy` whose `reduce` takes what Keras's `fit` gives it.
+
+    Keras 3.15's TensorFlow trainer (keras-team/keras#20585) calls
+    `strategy.reduce("MEAN", batch, axis=None)` on the first `(images, tags)`
+    batch, a tuple, which `reduce` does not take across workers, and
+    `strategy.reduce("MEAN", log, axis=0)` on every scalar log of every step,
+    which has no axis 0. This `reduce` reduces each leaf of a structure on its
+    own and drops `axis` for scalars. The logs are means over the global batch
+    already (the train step all-reduces them), so reducing them again keeps them.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis=None):
+            def leaf(v):
+                local = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
+                rank = getattr(local, "shape", tf.TensorShape(None)).rank
+                return super(MultiWorkerStrategy, self).reduce(
+                    reduce_op, v, axis=None if rank == 0 else axis
+                )
+
+            return tf.nest.map_structure(leaf, value)
+
+    return MultiWorkerStrategy()
 
 
 @functools.cache
@@ -113,6 +157,29 @@ def num_processes(mode):
     return jax.process_count()
 
 
+def worker_name(mode):
+    """None for the process that writes the run; a name for each other worker of `"multi_worker"`.
+
+    One device, `"mirrored"` and the chief of `"multi_worker"` (TensorFlow's chief
+    worker, JAX's process 0) write the run folder itself. The other workers hold the
+    same state after every step; each writes its own copy under
+    `<run>/workers/<name>` (`"worker-1"` on TensorFlow, `"process-1"` on JAX), so
+    that workers sharing a disk never write the same file, and each can resume.
+    """
+    if mode != "multi_worker":
+        return None
+    if keras.backend.backend() == "tensorflow":
+        strategy = tf_strategy(mode)
+        if strategy.extended.should_checkpoint:
+            return None
+        resolver = strategy.cluster_resolver
+        return f"{resolver.task_type}-{resolver.task_id}"
+    import jax
+
+    jax_distribution(mode)  # initializes the processes
+    return None if jax.process_index() == 0 else f"process-{jax.process_index()}"
+
+
 def check_batch_size(batch_size, replicas):
     """Raises a `RecipeError` unless `batch_size` splits evenly among `replicas`."""
     if batch_size % replicas:
@@ -120,26 +187,6 @@ def check_batch_size(batch_size, replicas):
             f"`training.batch_size` ({batch_size}) must be a multiple of the number of "
             f"replicas ({replicas}) of `training.distribute`: each device takes an equal "
             f"share of the global batch. Received: training.batch_size={batch_size}"
-        )
-
-
-def check_supported(mode):
-    """Raises a `RecipeError` for `"multi_worker"` on TensorFlow, which does not work yet.
-
-    `tests/test_multi_worker.py` trains two worker processes on localhost; with
-    Keras 3.15 and TensorFlow 2.21 Keras's `fit` fails under
-    `MultiWorkerMirroredStrategy` (keras-team/keras#20585: `strategy.reduce` of
-    the first batch, and of every step's scalar logs), and with those worked
-    around the generator's updates still drift from one device's. The test is
-    kept as a strict expected failure, so that the day it passes says so.
-    """
-    if mode == "multi_worker" and keras.backend.backend() == "tensorflow":
-        raise RecipeError(
-            "`training.distribute: multi_worker` does not work on TensorFlow with this "
-            f"Keras ({keras.__version__}): Keras's fit fails under "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585). Use `mirrored` for the "
-            "devices of one machine, or the JAX backend (KERAS_BACKEND=jax). "
-            "Received: training.distribute='multi_worker'"
         )
 
 
@@ -233,4 +280,5 @@ __all__ = [
     "scope",
     "synchronize_batch_norm",
     "tf_strategy",
+    "worker_name",
 ]

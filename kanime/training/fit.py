@@ -237,7 +237,6 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
 
         recipe = apply_overrides(recipe, overrides)
     _check_intervals(recipe)
-    distribute.check_supported(recipe.training.distribute)
     # On JAX the distribution must stay set from building the GAN to the end of its `fit`.
     with distribute.scope(recipe.training.distribute):
         return _fit(recipe, run_dir, progress)
@@ -245,6 +244,9 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
 
 def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
     run_dir = Path(run_dir or Path("runs") / recipe.name)
+    worker = distribute.worker_name(recipe.training.distribute)
+    if worker is not None:  # a multi-worker run's other workers keep their own copy
+        run_dir = run_dir / "workers" / worker
     recipe_file = run_dir / "recipe.yaml"
     backup_file = run_dir / "backup" / "state.npz"
     if recipe_file.exists() and backup_file.exists():
