@@ -22,16 +22,16 @@ the same images (to float32 rounding) with fewer and cheaper operations:
   and the rewritten one slower (19 ms), so JAX keeps it;
 - on JAX (`winograd=None` picks by backend), every 3x3 convolution runs by
   Winograd's F(2x2, 3x3) (`kanime.models.winograd.WinogradConv2D`), as 16
-  matrix products with 2.25 times fewer multiply-adds. JAX runs them near its
-  matmul speed, and its convolutions well below: the paper generator takes
-  1.37 times less time at batch 1 (`benchmarks/generator_inference.py`).
+  matrix products with 2.25 times fewer multiply-adds. JAX's CPU matrix
+  products are much faster than its convolutions: the paper generator takes
+  1.36 times less time at batch 1 (`benchmarks/generator_inference.py`).
   TensorFlow's XLA gains little from it at batch 1 and loses at batch 64, whose
   transformed maps no longer fit the caches, so TensorFlow keeps convolutions.
 
 The result is made of built-in Keras layers and `WinogradConv2D` (registered
 with Keras as `kanime>WinogradConv2D`), so it saves and loads like any exported
-generator in a process that imported kanime. Its batch norm layers are gone: it is for
-inference, not for further training.
+generator in a process that imported kanime. Its batch norm layers are gone:
+it is for inference, not for further training.
 
 Examples:
     >>> import numpy as np
@@ -162,7 +162,7 @@ def fuse_generator(model, subpixel_rgb=None, winograd=None, name=None):
 
     Returns:
         A functional `keras.Model` `[z, tags] -> images`, float32, made of
-        built-in layers.
+        built-in layers and `WinogradConv2D`.
 
     Raises:
         NotFusableError: `model` is not laid out like `kanime.models.Generator`.
