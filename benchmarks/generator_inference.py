@@ -69,7 +69,9 @@ fused = CharacterGenerator(g).inference_model
 default = any(isinstance(layer, WinogradConv2D) for layer in fused.layers)
 other = fuse_generator(g, winograd=not default)
 other.compile(jit_compile=True)
-models = {"as_trained": g, "fused": fused, "fused_direct" if default else "fused_winograd": other}
+other_name = "fused_direct" if default else "fused_winograd"
+models = {"as_trained": g, "fused": fused, other_name: other}
+winograd, direct = ("fused", other_name) if default else (other_name, "fused")
 gflops = matmul_gflops()
 out = {"backend": keras.backend.backend(), "params": g.count_params(), "matmul_gflops": gflops}
 for name, model in models.items():
@@ -106,8 +108,7 @@ for batch in (1, 64):
         }
     median = {name: statistics.median(t) for name, t in times.items()}
     out[f"batch_{batch}_fused_speedup"] = median["as_trained"] / median["fused"]
-    direct = median.get("fused_direct", median["fused"])
-    out[f"batch_{batch}_winograd_speedup"] = direct / median.get("fused_winograd", median["fused"])
+    out[f"batch_{batch}_winograd_speedup"] = median[direct] / median[winograd]
 print("RESULT" + json.dumps(out))
 """
 

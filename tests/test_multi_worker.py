@@ -103,17 +103,18 @@ def free_ports(n):
 def start(mode, prefix, tf_config=None):
     """Starts `STEP` in a fresh interpreter; its stdout and stderr go to files by `prefix`."""
     code = f"RAW = {json.dumps(TINY)!r}\nRAW = __import__('json').loads(RAW)\nSTEPS = {STEPS}\n"
+    return start_python(["-c", code + STEP, mode, str(prefix)], prefix, tf_config)
+
+
+def start_python(args, prefix, tf_config=None):
+    """Starts `python *args` on TensorFlow with `tf_config` as its `TF_CONFIG` (or none)."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
     with open(f"{prefix}.out", "w") as stdout, open(f"{prefix}.err", "w") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-c", code + STEP, mode, str(prefix)],
-            stdout=stdout,
-            stderr=stderr,
-            env=env,
-            cwd=ROOT,
+            [sys.executable, *args], stdout=stdout, stderr=stderr, env=env, cwd=ROOT
         )
 
 
@@ -132,7 +133,22 @@ def tail(prefix, chars=4000):
 
 
 def run_all(processes):
-    """Waits for `{prefix: process}` and loads their results.
+    """Waits for `{prefix: process}` (see `wait_all`) and loads their results."""
+    wait_all(processes)
+    results = {}
+    for prefix in processes:
+        with open(f"{prefix}.json") as f:
+            result = json.load(f)
+        with np.load(f"{prefix}.npz") as arrays:
+            values = [arrays[f"arr_{i}"].astype("float64") for i in range(len(arrays.files))]
+        half = len(values) // 2
+        result["start"], result["end"] = values[:half], values[half:]
+        results[prefix] = result
+    return results
+
+
+def wait_all(processes):
+    """Waits for `{prefix: process}` to exit successfully.
 
     Fails, killing them all, on the first that exits with an error (a worker left alone
     would wait for its peer) or when they run past `TIMEOUT`.
@@ -154,16 +170,6 @@ def run_all(processes):
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    results = {}
-    for prefix in processes:
-        with open(f"{prefix}.json") as f:
-            result = json.load(f)
-        with np.load(f"{prefix}.npz") as arrays:
-            values = [arrays[f"arr_{i}"].astype("float64") for i in range(len(arrays.files))]
-        half = len(values) // 2
-        result["start"], result["end"] = values[:half], values[half:]
-        results[prefix] = result
-    return results
 
 
 def test_two_workers_train_like_one_device_on_the_global_batch(tmp_path):
@@ -263,26 +269,14 @@ def test_kanime_fit_on_two_workers_writes_one_run_and_a_copy_per_other_worker(tm
     recipe = write_recipe(tmp_path / "tiny.yaml")
     run = tmp_path / "run"
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
-    processes = []
+    args = ["-m", "kanime.cli", "fit", str(recipe), "--run-dir", str(run), "--no-progress",
+            "--set", "training.distribute=multi_worker"]  # fmt: skip
+    processes = {}
     for index in range(2):
         config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
-               "TF_CONFIG": json.dumps(config)}  # fmt: skip
-        command = [sys.executable, "-m", "kanime.cli", "fit", str(recipe), "--run-dir", str(run),
-                   "--no-progress", "--set", "training.distribute=multi_worker"]  # fmt: skip
-        processes.append(
-            subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        )
-    try:
-        outputs = [p.communicate(timeout=TIMEOUT)[0] for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, output in zip(processes, outputs):
-        assert p.returncode == 0, output[-4000:]
+        prefix = tmp_path / f"worker{index}"
+        processes[prefix] = start_python(args, prefix, config)
+    wait_all(processes)
 
     # The chief (worker 0) writes the run folder; worker 1 its own copy beside it.
     copy = run / "workers" / "worker-1"
