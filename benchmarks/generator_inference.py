@@ -29,14 +29,13 @@ take running at matmul speed.
 """
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
 from results_io import write_result
+from worker import run_worker
 
 HERE = Path(__file__).resolve().parent
 
@@ -121,16 +120,7 @@ def main():
     args = parser.parse_args()
     results = {}
     for backend in args.backends.split(","):
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-        proc = subprocess.run(
-            [sys.executable, "-c", WORKER, str(args.runs)],
-            capture_output=True, text=True, env=env, check=False,
-        )  # fmt: skip
-        if proc.returncode:
-            raise SystemExit(f"{backend} failed:\n{proc.stderr[-3000:]}")
-        line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-        result = results[backend] = json.loads(line[len("RESULT") :])
+        result = results[backend] = run_worker(WORKER, backend, [args.runs])
         for form in ("as_trained", "fused", "fused_direct", "fused_winograd"):
             if form not in result:
                 continue

@@ -14,17 +14,16 @@ Results are keyed by the entry; `ratios` gives each entry's step time over the f
 """
 
 import argparse
-import json
 import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from results_io import write_result
+from worker import run_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,15 +75,7 @@ print("RESULT" + json.dumps({
 
 
 def run(backend, recipe, batch, steps, overrides=()):
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run(
-        [sys.executable, "-c", WORKER, recipe, str(batch), str(steps), *overrides],
-        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
-    )  # fmt: skip
-    if out.returncode:
-        raise SystemExit(f"{backend} failed:\n{out.stderr[-3000:]}")
-    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
-    result = json.loads(line[len("RESULT") :])
+    result = run_worker(WORKER, backend, [recipe, batch, steps, *overrides], cwd=ROOT)
     result["median_step_s"] = statistics.median(result["step_s"])
     result["images_per_s"] = batch / result["median_step_s"]
     return result
