@@ -13,6 +13,7 @@ import warnings
 import keras
 
 from kanime.models.export import save_model_atomic
+from kanime.training import distribute
 from kanime.training.checkpoint import model_state_variables, save_state, save_variables
 from kanime.training.metrics_log import append_metrics
 from kanime.viz.grids import image_grid, save_png, to_uint8
@@ -127,9 +128,7 @@ class RunMonitor(keras.callbacks.Callback):
             self.export()
 
     def write_samples(self, step):
-        images = self.model.ema_generator.predict(
-            [self.grid_z, self.grid_tags], batch_size=64, verbose=0
-        )
+        images = distribute.predict(self.model.ema_generator, [self.grid_z, self.grid_tags])
         grid = image_grid(to_uint8(images), self.grid_rows, self.grid_cols)
         save_png(self.path("samples", f"step-{step:07d}.png"), grid)
         self.writer.image("samples/ema", grid, step)

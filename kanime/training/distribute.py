@@ -124,9 +124,14 @@ def _multi_worker_strategy():
 def jax_distribution(mode):
     """The `keras.distribution.DataParallel` of `mode`, made once per process."""
     _check_mode(mode)
-    if mode == "multi_worker":
-        keras.distribution.initialize()
-    return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+    if mode != "multi_worker":
+        return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+    keras.distribution.initialize()
+    # Each process feeds its own rows of the global batch (`ProcessPart`); Keras's own
+    # sharding takes only `tf.data` datasets.
+    return keras.distribution.DataParallel(
+        devices=keras.distribution.list_devices(), auto_shard_dataset=False
+    )
 
 
 def distribution(mode):
@@ -178,6 +183,39 @@ def worker_name(mode):
 
     jax_distribution(mode)  # initializes the processes
     return None if jax.process_index() == 0 else f"process-{jax.process_index()}"
+
+
+def multi_process_jax():
+    """Whether this process is one of several of a JAX run (`"multi_worker"` on JAX)."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.process_count() > 1
+
+
+def predict(model, inputs, batch_size=64):
+    """`model.predict(inputs)` as numpy, in every process of a multi-process JAX run too.
+
+    There Keras's `predict` splits `inputs` among the processes and then cannot
+    fetch the outputs the other processes hold ("Fetching value for `jax.Array`
+    that spans non-addressable ... devices"). Each process instead computes all
+    the outputs on its own device, from host copies of the model's weights, which
+    every process holds whole (`DataParallel` replicates them).
+    """
+    if not multi_process_jax():
+        return model.predict(inputs, batch_size=batch_size, verbose=0)
+    import numpy as np
+
+    trainable = [np.asarray(v) for v in model.trainable_variables]
+    non_trainable = [np.asarray(v) for v in model.non_trainable_variables]
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)  # no sharding of `inputs` over the processes
+    try:
+        outputs, _ = model.stateless_call(trainable, non_trainable, inputs, training=False)
+    finally:
+        keras.distribution.set_distribution(previous)
+    return np.asarray(outputs)
 
 
 def check_batch_size(batch_size, replicas):
@@ -275,8 +313,10 @@ __all__ = [
     "check_batch_size",
     "distribution",
     "jax_distribution",
+    "multi_process_jax",
     "num_processes",
     "num_replicas",
+    "predict",
     "scope",
     "synchronize_batch_norm",
     "tf_strategy",

@@ -287,10 +287,17 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
 
     from kanime.evaluation.monitor import evaluation_callbacks
 
+    processes = distribute.num_processes(recipe.training.distribute)
+    if processes > 1 and log.evaluate_every is not None:
+        raise RecipeError(
+            "`logging.evaluate_every` does not work with `training.distribute: multi_worker` "
+            "on JAX: the feature network would run on every process's devices at once. "
+            "Leave it unset and run `kanime evaluate` on the run afterwards. "
+            f"Received: logging.evaluate_every={log.evaluate_every}"
+        )
     # Before `monitor`: they add `eval/...` values to the logs it writes.
     evaluation = evaluation_callbacks(recipe)
     data, data_callbacks = training_data(recipe, resumed_from, total, progress=progress)
-    processes = distribute.num_processes(recipe.training.distribute)
     if processes > 1:  # multi-process JAX: each process feeds its part of the global batch
         import jax
 
