@@ -185,7 +185,7 @@ def worker_name(mode):
     return None if jax.process_index() == 0 else f"process-{jax.process_index()}"
 
 
-def multi_process_jax():
+def _multi_process_jax():
     """Whether this process is one of several of a JAX run (`"multi_worker"` on JAX)."""
     if keras.backend.backend() != "jax":
         return False
@@ -201,9 +201,9 @@ def predict(model, inputs, batch_size=64):
     fetch the outputs the other processes hold ("Fetching value for `jax.Array`
     that spans non-addressable ... devices"). Each process instead computes all
     the outputs on its own device, from host copies of the model's weights, which
-    every process holds whole (`DataParallel` replicates them).
+    every process holds whole (`DataParallel` replicates them), in one call.
     """
-    if not multi_process_jax():
+    if not _multi_process_jax():
         return model.predict(inputs, batch_size=batch_size, verbose=0)
     import numpy as np
 
@@ -313,7 +313,6 @@ __all__ = [
     "check_batch_size",
     "distribution",
     "jax_distribution",
-    "multi_process_jax",
     "num_processes",
     "num_replicas",
     "predict",

@@ -291,7 +291,8 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
     if processes > 1 and log.evaluate_every is not None:
         raise RecipeError(
             "`logging.evaluate_every` does not work with `training.distribute: multi_worker` "
-            "on JAX: the feature network would run on every process's devices at once. "
+            "on JAX: Keras's `predict`, which the evaluation runs, cannot gather outputs that "
+            "other JAX processes hold. "
             "Leave it unset and run `kanime evaluate` on the run afterwards. "
             f"Received: logging.evaluate_every={log.evaluate_every}"
         )
