@@ -24,7 +24,7 @@ the same images (to float32 rounding) with fewer and cheaper operations:
   Winograd's F(2x2, 3x3) (`kanime.models.winograd.WinogradConv2D`), as 16
   matrix products with 2.25 times fewer multiply-adds. JAX's CPU matrix
   products are much faster than its convolutions: the paper generator takes
-  1.36 times less time at batch 1 (`benchmarks/generator_inference.py`).
+  1.26 times less time at batch 1 (`benchmarks/generator_inference.py`).
   TensorFlow's XLA gains little from it at batch 1 and loses at batch 64, whose
   transformed maps no longer fit the caches, so TensorFlow keeps convolutions.
 
