@@ -29,15 +29,9 @@ take running at matmul speed.
 """
 
 import argparse
-import os
-import platform
-import sys
-from pathlib import Path
 
-from results_io import write_result
+from results_io import write_report
 from worker import run_worker
-
-HERE = Path(__file__).resolve().parent
 
 WORKER = r"""
 import json, statistics, sys, time
@@ -131,15 +125,12 @@ def main():
                 f"(at matmul speed: {floor:.1f})",
                 flush=True,
             )
-    report = {
-        "what": "paper-size 128x128 generator inference per image, as trained and fused",
-        "target_ms_per_image_at_batch_1": 20,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "load_average_after": os.getloadavg(),
-        "command": "python " + " ".join(sys.argv),
-        "results": results,
-    }
-    write_result(args.out, report)
+    write_report(
+        args.out,
+        "paper-size 128x128 generator inference per image, as trained and fused",
+        results,
+        target_ms_per_image_at_batch_1=20,
+    )
 
 
 if __name__ == "__main__":

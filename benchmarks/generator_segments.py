@@ -23,11 +23,8 @@ frequency). Each gives its largest difference from `ops.conv`.
 """
 
 import argparse
-import os
-import platform
-import sys
 
-from results_io import write_result
+from results_io import write_report
 from worker import run_worker
 
 WORKER = r"""
@@ -175,15 +172,12 @@ def main():
             print(f"{backend} {cores} 9x9 RGB conv alone: " + ", ".join(
                 f"{k} {v['ms']:.1f} ms" for k, v in rgb.items() if k != "output_scale"
             ), flush=True)  # fmt: skip
-    report = {
-        "what": "the fused paper-size generator's time at batch 1 by segment, and the 9x9 RGB "
+    write_report(
+        args.out,
+        "the fused paper-size generator's time at batch 1 by segment, and the 9x9 RGB "
         "convolution alone in four exact forms",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "load_average_after": os.getloadavg(),
-        "command": "python " + " ".join(sys.argv),
-        "results": results,
-    }
-    write_result(args.out, report)
+        results,
+    )
 
 
 if __name__ == "__main__":

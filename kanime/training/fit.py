@@ -243,6 +243,15 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
 
 
 def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
+    processes = distribute.num_processes(recipe.training.distribute)
+    if processes > 1 and recipe.logging.evaluate_every is not None:
+        raise RecipeError(
+            "`logging.evaluate_every` does not work with `training.distribute: multi_worker` "
+            "on JAX: Keras's `predict`, which the evaluation runs, cannot gather outputs that "
+            "other JAX processes hold. "
+            "Leave it unset and run `kanime evaluate` on the run afterwards. "
+            f"Received: logging.evaluate_every={recipe.logging.evaluate_every}"
+        )
     run_dir = Path(run_dir or Path("runs") / recipe.name)
     worker = distribute.worker_name(recipe.training.distribute)
     if worker is not None:  # a multi-worker run's other workers keep their own copy
@@ -287,15 +296,6 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
 
     from kanime.evaluation.monitor import evaluation_callbacks
 
-    processes = distribute.num_processes(recipe.training.distribute)
-    if processes > 1 and log.evaluate_every is not None:
-        raise RecipeError(
-            "`logging.evaluate_every` does not work with `training.distribute: multi_worker` "
-            "on JAX: Keras's `predict`, which the evaluation runs, cannot gather outputs that "
-            "other JAX processes hold. "
-            "Leave it unset and run `kanime evaluate` on the run afterwards. "
-            f"Received: logging.evaluate_every={log.evaluate_every}"
-        )
     # Before `monitor`: they add `eval/...` values to the logs it writes.
     evaluation = evaluation_callbacks(recipe)
     data, data_callbacks = training_data(recipe, resumed_from, total, progress=progress)

@@ -64,12 +64,15 @@ def drop_events_after(run_dir, step: int) -> None:
     its whole records. Without TensorFlow no event files are written
     (`kanime.training.callbacks.SummaryWriter`), and none are read.
     """
+    paths = sorted((Path(run_dir) / "logs").glob("events.out.tfevents.*"))
+    if not paths:
+        return  # a new run, or one trained without TensorFlow: nothing to read
     try:
         import tensorflow as tf
         from tensorflow.core.util import event_pb2
     except ImportError:
         return
-    for path in sorted((Path(run_dir) / "logs").glob("events.out.tfevents.*")):
+    for path in paths:
         records = []
         try:
             for record in tf.data.TFRecordDataset(str(path)):
