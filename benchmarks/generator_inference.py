@@ -5,16 +5,18 @@ Usage:
         [--out benchmarks/results/generator_inference.json]
 
 The paper-size generator (`kanime.models.Generator(resolution=128)`, random weights) runs in a
-fresh process per backend, in three forms that take turns so that all see the same machine
-load:
+fresh process per backend, in forms that take turns so that all see the same machine load:
 
 - `as_trained`: the model itself through `predict_on_batch` (Keras's compiled predict
   function; on a CPU-only TensorFlow Keras leaves XLA off);
-- `fused`: what `kanime.inference.CharacterGenerator` runs, `fuse_generator(model)`
-  compiled with `jit_compile=True`: batch norm folded, and on JAX the 3x3 convolutions by
-  Winograd's F(2x2, 3x3);
+- `fused`: what `kanime.inference.CharacterGenerator(model, engine="keras")` runs,
+  `fuse_generator(model)` compiled with `jit_compile=True`: batch norm folded, and on JAX
+  the 3x3 convolutions by Winograd's F(2x2, 3x3);
 - `fused_winograd` on TensorFlow, `fused_direct` on JAX: the other choice of
-  `fuse_generator`'s `winograd`, to show what Winograd's algorithm gives on each backend.
+  `fuse_generator`'s `winograd`, to show what Winograd's algorithm gives on each backend;
+- `tflite`, where `CharacterGenerator`'s default engine picks it (TensorFlow on a CPU):
+  the generator converted by `kanime.tflite.to_tflite` and run by TensorFlow Lite's
+  XNNPACK kernels on all cores (`TFLiteGenerator`). Its conversion time is reported too.
 
 The first call of each (tracing, compiling) is reported apart; after 2 more warm-up calls the
 figure is the median of `--runs` calls (`--runs / 6`, at least 3, at batch 64). At batch 1 the
@@ -23,7 +25,8 @@ model's weights in the CPU's caches, as a server's repeated calls would; at batc
 turns call by call.
 
 Each result also gives the model's floating-point operations per image (2 per multiply-add of
-its Dense, Conv2D and WinogradConv2D layers: `benchmarks/flops.py`) and the rate a 2048x2048
+its Dense, Conv2D and WinogradConv2D layers: `benchmarks/flops.py`; for `tflite`, those of
+the Keras model it is converted from, `prepare_for_tflite`) and the rate a 2048x2048
 float32 matmul reaches in the same process: their ratio is the time per image a model would
 take running at matmul speed.
 """
@@ -41,6 +44,7 @@ from kanime.inference import CharacterGenerator
 from kanime.models import Generator
 from kanime.models.fused import fuse_generator
 from kanime.models.winograd import WinogradConv2D
+from kanime.tflite import prepare_for_tflite
 
 runs = int(sys.argv[1])
 
@@ -58,17 +62,24 @@ def matmul_gflops(n=2048, repeats=5):
 
 
 g = Generator(resolution=128)
-fused = CharacterGenerator(g).inference_model
+fused = CharacterGenerator(g, engine="keras").inference_model
 default = any(isinstance(layer, WinogradConv2D) for layer in fused.layers)
 other = fuse_generator(g, winograd=not default)
 other.compile(jit_compile=True)
 other_name = "fused_direct" if default else "fused_winograd"
 models = {"as_trained": g, "fused": fused, other_name: other}
+flops_of = {name: forward_flops(model) for name, model in models.items()}
 winograd, direct = ("fused", other_name) if default else (other_name, "fused")
-gflops = matmul_gflops()
-out = {"backend": keras.backend.backend(), "params": g.count_params(), "matmul_gflops": gflops}
-for name, model in models.items():
-    flops = forward_flops(model)
+out = {"backend": keras.backend.backend(), "params": g.count_params()}
+start = time.perf_counter()
+characters = CharacterGenerator(g)  # what `kanime generate` and `kanime serve` run
+out["default_engine"] = characters.engine
+if characters.engine == "tflite":
+    out["tflite_conversion_s"] = time.perf_counter() - start
+    models["tflite"] = characters.inference_model
+    flops_of["tflite"] = forward_flops(prepare_for_tflite(g))
+gflops = out["matmul_gflops"] = matmul_gflops()
+for name, flops in flops_of.items():
     out[name] = {"flops_per_image": flops, "ms_per_image_at_matmul_speed": flops / gflops / 1e6}
 for batch in (1, 64):
     rng = np.random.default_rng(0)
@@ -102,6 +113,8 @@ for batch in (1, 64):
     median = {name: statistics.median(t) for name, t in times.items()}
     out[f"batch_{batch}_fused_speedup"] = median["as_trained"] / median["fused"]
     out[f"batch_{batch}_winograd_speedup"] = median[direct] / median[winograd]
+    if "tflite" in median:
+        out[f"batch_{batch}_tflite_speedup_over_fused"] = median["fused"] / median["tflite"]
 print("RESULT" + json.dumps(out))
 """
 
@@ -115,7 +128,7 @@ def main():
     results = {}
     for backend in args.backends.split(","):
         result = results[backend] = run_worker(WORKER, backend, [args.runs])
-        for form in ("as_trained", "fused", "fused_direct", "fused_winograd"):
+        for form in ("as_trained", "fused", "fused_direct", "fused_winograd", "tflite"):
             if form not in result:
                 continue
             one, many = (result[form][f"batch_{b}"]["median_ms_per_image"] for b in (1, 64))
@@ -127,7 +140,7 @@ def main():
             )
     write_report(
         args.out,
-        "paper-size 128x128 generator inference per image, as trained and fused",
+        "paper-size 128x128 generator inference per image, as trained, fused and TensorFlow Lite",
         results,
         target_ms_per_image_at_batch_1=20,
     )

@@ -1,6 +1,7 @@
 """The `kanime` command line. Each command is a thin wrapper over a plain function."""
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +52,22 @@ DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Print the resolved recipe and exit.")
 ]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
+class Engine(str, Enum):
+    auto = "auto"
+    keras = "keras"
+    tflite = "tflite"
+
+
+# Options that `generate` and `serve` share: what runs the generator.
+EngineOption = Annotated[
+    Engine,
+    typer.Option(
+        help="What runs the generator: tflite (TensorFlow Lite, fastest on a CPU), keras "
+        "(XLA or jax.jit), or auto (tflite on a CPU with TensorFlow, else keras)."
+    ),
+]
 
 
 @app.command()
@@ -360,6 +377,7 @@ def generate(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("generated"),
     scale: Annotated[int, typer.Option(help="Enlarge the images this many times.")] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    engine: EngineOption = Engine.auto,
 ):
     """Make faces from seeds and tags: one PNG per seed, or a grid with --vary, --interpolate
     or --to-tags. The same seed and tags always give the same image.
@@ -369,7 +387,7 @@ def generate(
     try:
         paths = run(
             generator, out, seeds=seeds, tags=tags, vary=vary, interpolate=interpolate,
-            to_tags=to_tags, steps=steps, scale=scale, progress=progress,
+            to_tags=to_tags, steps=steps, scale=scale, progress=progress, engine=engine.value,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), 2)
@@ -451,7 +469,7 @@ def evaluate(
                 features=features, inception_weights=inception_weights, batch_size=batch_size,
                 seed=seed, progress=progress,
             )  # fmt: skip
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError) as e:
         _fail(str(e), 2)
     fid = result["fid"]
     typer.echo(
@@ -477,6 +495,7 @@ def serve(
         str, typer.Option(help="Address to listen on; the default serves this machine only.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    engine: EngineOption = Engine.auto,
 ):
     """Serve the web page: pick tags, generate characters, morph between them."""
     from kanime.inference import CharacterGenerator
@@ -484,7 +503,7 @@ def serve(
     from kanime.serve.app import serve as run
 
     try:
-        characters = CharacterGenerator.load(generator)
+        characters = CharacterGenerator.load(generator, engine=engine.value)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), 2)
     if not is_loopback(host):
@@ -495,7 +514,8 @@ def serve(
             err=True,
         )
     shown = f"[{host}]" if ":" in host else host
-    typer.echo(f"Serving {generator} on http://{shown}:{port}/ (Ctrl-C stops it)")
+    runs = {"tflite": "TensorFlow Lite", "keras": "Keras"}[characters.engine]
+    typer.echo(f"Serving {generator} ({runs}) on http://{shown}:{port}/ (Ctrl-C stops it)")
     run(characters, host=host, port=port)
 
 

@@ -47,7 +47,8 @@ def characters(generator_file):
 @pytest.fixture
 def loaded_once(monkeypatch, characters):
     """Makes the command reuse the loaded tiny generator instead of reading the file again."""
-    monkeypatch.setattr(CharacterGenerator, "load", classmethod(lambda cls, path: characters))
+    load = classmethod(lambda cls, path, engine: characters)
+    monkeypatch.setattr(CharacterGenerator, "load", load)
 
 
 def cli(*args):
@@ -238,6 +239,21 @@ def test_seeds_and_tags_change_the_image(tmp_path, generator_file, characters, l
     assert not np.array_equal(read_rgb(red[0]), zero)
     # The file holds exactly what the Python API makes.
     np.testing.assert_array_equal(zero, characters.generate([0], "blonde hair")[0])
+
+
+def test_engine_option_picks_what_runs_the_generator(tmp_path, generator_file, characters):
+    # On this CPU with TensorFlow the default is TensorFlow Lite; Keras's XLA model makes
+    # the same images, up to one level of 255 from float32 rounding.
+    assert characters.engine == "tflite"
+    images = {}
+    for engine in ("auto", "keras", "tflite"):
+        out = tmp_path / engine
+        paths = written(cli(generator_file, "--seeds", "0-3", "--engine", engine, "--out", out))
+        images[engine] = np.stack([read_rgb(p) for p in paths]).astype(int)
+    np.testing.assert_array_equal(images["auto"], images["tflite"])
+    assert np.abs(images["keras"] - images["tflite"]).max() <= 1
+    result = cli(generator_file, "--engine", "onnx", "--out", tmp_path)
+    assert result.exit_code == 2 and "onnx" in result.output
 
 
 def grid_part(image, rows, cols, tile):

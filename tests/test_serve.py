@@ -325,3 +325,23 @@ def test_cli_serve_listens_on_loopback_and_warns_otherwise(monkeypatch, generato
     assert "Warning: listening on 0.0.0.0" in loud.output
     missing = runner.invoke(cli.app, ["serve", str(generator_file.parent / "nope.keras")])
     assert missing.exit_code == 2 and "No generator at" in missing.output
+
+
+def test_cli_serve_engine_option_picks_and_says_what_runs_the_generator(
+    monkeypatch, generator_file
+):
+    from kanime import cli
+    from kanime.serve import app as serve_app
+
+    served = []
+    monkeypatch.setattr(serve_app, "serve", lambda chars, host, port: served.append(chars))
+    runner = CliRunner()
+    for args, engine, shown in (
+        ([], "tflite", "(TensorFlow Lite)"),
+        (["--engine", "keras"], "keras", "(Keras)"),
+    ):
+        result = runner.invoke(cli.app, ["serve", str(generator_file), *args])
+        assert result.exit_code == 0, result.output
+        assert served[-1].engine == engine and shown in result.output
+    bad = runner.invoke(cli.app, ["serve", str(generator_file), "--engine", "onnx"])
+    assert bad.exit_code == 2 and "onnx" in bad.output and len(served) == 2

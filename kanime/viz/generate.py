@@ -406,6 +406,7 @@ def generate(
     steps: int | None = None,
     scale: int = 1,
     progress: bool = False,
+    engine: str = "auto",
 ) -> list[Path]:
     """Writes PNG images made from seeds and tags; returns the paths written.
 
@@ -429,6 +430,8 @@ def generate(
         steps: images in an interpolation, both ends included; default 8.
         scale: enlarge every image this many times (nearest neighbour).
         progress: show a progress bar.
+        engine: what runs a generator loaded from a path: `"auto"`, `"keras"` or
+            `"tflite"` (see `kanime.inference.CharacterGenerator`).
 
     Raises:
         ValueError: bad seeds, steps, scale, group, tags, or options that do not go together.
@@ -458,7 +461,7 @@ def generate(
     if isinstance(generator, CharacterGenerator):
         characters = generator
     else:
-        characters = CharacterGenerator.load(generator)
+        characters = CharacterGenerator.load(generator, engine=engine)
     out = Path(out)
     if vary is not None:
         plan = vary_plan(characters, vary, seeds, tags)
