@@ -13,12 +13,13 @@ images are the same to float32 rounding.
    convolutions (XNNPACK runs the matrix products and slices of Winograd's form several
    times slower than its own convolutions). It then pads the sub-pixel RGB
    convolution's 12 output channels to 16, one zero channel after each RGB triple:
-   XNNPACK makes 16 output channels faster than 12. The model ends there, at the
-   `tanh` of that half-resolution map: `TFLiteGenerator` does the last pixel shuffle
-   and drops the fourth channel of each pixel in numpy, faster than TensorFlow Lite's
-   reshapes and transposes would.
-2. The model is traced once, with its weights as constants and the batch size open.
-3. `tf.lite.TFLiteConverter` turns that into a TensorFlow Lite flat buffer.
+   XNNPACK makes 16 output channels faster than 12. The model ends there, at that
+   half-resolution map: `TFLiteGenerator` does the last pixel shuffle, drops the
+   fourth channel of each pixel and applies the final `tanh` in numpy, faster than
+   TensorFlow Lite's reshapes, transposes and `tanh` would
+   (`benchmarks/tflite_parts.py`).
+2. `keras_to_tflite` traces it once, with its weights as constants and the batch size
+   open, and `tf.lite.TFLiteConverter` turns that into a TensorFlow Lite flat buffer.
 
 `TFLiteGenerator` runs the result with `predict_on_batch([z, tags])`, as a Keras model
 would. `kanime.inference.CharacterGenerator` uses it by default on a CPU with the
@@ -53,16 +54,16 @@ from kanime.models.fused import fuse_generator
 
 
 def prepare_for_tflite(model) -> keras.Model:
-    """The Keras model that `to_tflite` converts: fused, images as a padded sub-pixel map.
+    """The Keras model that `to_tflite` converts: fused, ending at a padded sub-pixel map.
 
     Args:
         model: a `kanime.models.Generator` or an exported `generator.keras`.
 
     Returns:
-        A functional model `[z, tags] -> (n, r / 2, r / 2, 16)`: channel
-        `4 * (2 * i + j) + c` of a pixel is channel `c` of the image pixel at
-        `(2 * y + i, 2 * x + j)`, for `c` in R, G, B and a fourth channel that is 0
-        (`images_from_subpixels` rearranges it).
+        A functional model `[z, tags] -> (n, r / 2, r / 2, 16)`, the images
+        before their `tanh`: channel `4 * (2 * i + j) + c` of a pixel is channel
+        `c` of the image pixel at `(2 * y + i, 2 * x + j)`, for `c` in R, G, B and
+        a fourth channel that is 0 (`images_from_subpixels` makes the images).
 
     Raises:
         kanime.models.fused.NotFusableError: `model` is not laid out like
@@ -74,8 +75,7 @@ def prepare_for_tflite(model) -> keras.Model:
     kernel = np.pad(kernel.reshape(*kernel.shape[:3], 4, 3), [(0, 0)] * 4 + [(0, 1)])
     bias = np.pad(bias.reshape(4, 3), [(0, 0), (0, 1)])
     padded = layers.Conv2D(16, kernel.shape[0], padding="same", name="to_rgb")
-    subpixels = layers.Activation("tanh", name="images")(padded(rgb.input))
-    out = keras.Model(fused.inputs, subpixels, name=f"{fused.name}_tflite")
+    out = keras.Model(fused.inputs, padded(rgb.input), name=f"{fused.name}_tflite")
     padded.set_weights([kernel.reshape(*kernel.shape[:3], 16), bias.reshape(16)])
     return out
 
@@ -97,25 +97,38 @@ def to_tflite(model) -> bytes:
         ValueError: the Keras backend is not TensorFlow (the model is traced
             by TensorFlow).
     """
+    return keras_to_tflite(prepare_for_tflite(model))
+
+
+def keras_to_tflite(model) -> bytes:
+    """Any Keras model `[z, tags] -> output` as a TensorFlow Lite flat buffer.
+
+    The model is traced once with its weights as constants and the batch size
+    open; the flat buffer's inputs are named `z` and `tags`.
+
+    Raises:
+        ImportError: TensorFlow is not installed.
+        ValueError: the Keras backend is not TensorFlow.
+    """
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
-            "to_tflite traces the model with TensorFlow: it needs the TensorFlow backend "
+            "Converting to TensorFlow Lite traces the model with TensorFlow: it needs the "
+            "TensorFlow backend "
             f"(KERAS_BACKEND=tensorflow). The backend is {keras.backend.backend()!r}."
         )
     import tensorflow as tf
 
-    prepared = prepare_for_tflite(model)
-    trainable = [tf.constant(keras.ops.convert_to_numpy(v)) for v in prepared.trainable_variables]
-    frozen = [tf.constant(keras.ops.convert_to_numpy(v)) for v in prepared.non_trainable_variables]
+    trainable = [tf.constant(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
+    frozen = [tf.constant(keras.ops.convert_to_numpy(v)) for v in model.non_trainable_variables]
     z, tags = (
         tf.TensorSpec((None, *x.shape[1:]), tf.float32, name=name)
-        for x, name in zip(prepared.inputs, ("z", "tags"))
+        for x, name in zip(model.inputs, ("z", "tags"))
     )
 
     @tf.function(autograph=False, input_signature=[z, tags])
     def generate(z, tags):
-        images, _ = prepared.stateless_call(trainable, frozen, [z, tags], training=False)
-        return images
+        output, _ = model.stateless_call(trainable, frozen, [z, tags], training=False)
+        return output
 
     module = tf.Module()  # what holds the function; its weights are constants
     module.generate = generate
@@ -189,17 +202,20 @@ class TFLiteGenerator:
 
 
 def images_from_subpixels(subpixels: np.ndarray) -> np.ndarray:
-    """RGB images `(n, 2h, 2w, 3)` from the `(n, h, w, 16)` output of `prepare_for_tflite`.
+    """Images `(n, 2h, 2w, 3)` in [-1, 1] from the `(n, h, w, 16)` output of `prepare_for_tflite`.
 
     Examples:
-        >>> subpixels = np.arange(16, dtype="float32").reshape(1, 1, 1, 16)
-        >>> images_from_subpixels(subpixels)[0, :, :, 0]  # R of the 4 sub-pixels
-        array([[ 0.,  4.],
-               [ 8., 12.]], dtype=float32)
+        >>> subpixels = np.arange(16, dtype="float32").reshape(1, 1, 1, 16) / 10
+        >>> images = images_from_subpixels(subpixels)
+        >>> images.shape
+        (1, 2, 2, 3)
+        >>> np.arctanh(images[0, :, :, 0]).round(3)  # R of the 4 sub-pixels
+        array([[0. , 0.4],
+               [0.8, 1.2]], dtype=float32)
     """
     n, h, w, _ = subpixels.shape
     images = subpixels.reshape(n, h, w, 2, 2, 4).transpose(0, 1, 3, 2, 4, 5)
-    return images.reshape(n, 2 * h, 2 * w, 4)[..., :3]
+    return np.tanh(images.reshape(n, 2 * h, 2 * w, 4)[..., :3])
 
 
 def tflite_available() -> bool:
@@ -238,6 +254,7 @@ def _cores() -> int:
 __all__ = [
     "TFLiteGenerator",
     "images_from_subpixels",
+    "keras_to_tflite",
     "prepare_for_tflite",
     "tflite_available",
     "to_tflite",

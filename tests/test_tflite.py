@@ -42,13 +42,13 @@ def test_prepared_model_pads_rgb_with_a_zero_channel_before_the_last_shuffle():
     assert not any(type(layer).__name__ == "WinogradConv2D" for layer in prepared.layers)
     subpixels = np.asarray(prepared.predict_on_batch(x))
     assert subpixels.shape == (3, 16, 16, 16)
-    assert (subpixels[..., 3::4] == 0).all()
+    assert (subpixels[..., 3::4] == 0).all()  # before the tanh, which keeps 0
     images = images_from_subpixels(subpixels)
     np.testing.assert_allclose(images, model.predict_on_batch(x), atol=2e-5)
     # The rearrangement is the pixel shuffle the fused model ends with.
     fused = fuse_generator(model, subpixel_rgb=True, winograd=False)
     before = keras.Model(fused.inputs, fused.get_layer("to_rgb").output)
-    shuffled = np.tanh(pixel_shuffle_array(before.predict_on_batch(x)))
+    shuffled = np.tanh(pixel_shuffle_array(before.predict_on_batch(x)))  # as `images` does
     np.testing.assert_allclose(images, shuffled, atol=1e-6)
 
 
