@@ -469,7 +469,7 @@ def evaluate(
                 features=features, inception_weights=inception_weights, batch_size=batch_size,
                 seed=seed, progress=progress,
             )  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(str(e), 2)
     fid = result["fid"]
     typer.echo(

@@ -380,6 +380,18 @@ def test_cli_errors(tiny_models, extra, message):
     assert message in result.output
 
 
+def test_cli_says_how_to_get_inception_weights_when_the_download_fails(monkeypatch, tiny_models):
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...")
+
+    monkeypatch.setattr(keras.applications, "InceptionV3", offline)
+    run, _ = tiny_models
+    result = runner.invoke(app, ["evaluate", str(run), "--data", "procedural", "--n", "8"])
+    assert result.exit_code == 2, result.output
+    assert "Could not download the InceptionV3 weights" in result.output
+    assert "--inception-weights PATH" in result.output
+
+
 def test_cli_names_a_missing_generator_and_data(tmp_path, tiny_models):
     run, tagger = tiny_models
     result = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", "procedural"])
