@@ -160,19 +160,20 @@ class TFLiteGenerator:
     """
 
     def __init__(self, content: bytes, num_threads: int | None = None):
-        self.num_threads = num_threads or _cores()
-        self.interpreter = _interpreter_class()(model_content=content, num_threads=self.num_threads)
-        signatures = self.interpreter.get_signature_list()
-        inputs = {}
-        if len(signatures) == 1:  # input names -> tensor details
-            inputs = self.interpreter.get_signature_runner().get_input_details()
-        if set(inputs) != {"z", "tags"}:
+        self.interpreter = _interpreter_class()(
+            model_content=content, num_threads=num_threads or _cores()
+        )
+        inputs, outputs = {}, {}  # names -> tensor details, from the one signature
+        if len(self.interpreter.get_signature_list()) == 1:
+            runner = self.interpreter.get_signature_runner()
+            inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        if set(inputs) != {"z", "tags"} or len(outputs) != 1:
             raise ValueError(
                 f"Expected a generator made by `to_tflite`, with inputs `z` and `tags`. "
                 f"Received inputs {sorted(inputs)}"
             )
         self._inputs = {name: inputs[name] for name in ("z", "tags")}
-        (output,) = self.interpreter.get_signature_runner().get_output_details().values()
+        (output,) = outputs.values()
         self._output = output["index"]
         self._batch_size = None
 
