@@ -2,14 +2,14 @@
 
 import keras
 
-from kanime.models.winograd import WinogradConv2D
+from kanime.models.winograd import WinogradConv2D, WinogradF4x4Conv2D
 
 
 def forward_flops(model):
-    """2 x the multiply-adds of the model's Conv2D, WinogradConv2D and Dense layers for one input.
+    """2 x the multiply-adds of the model's convolutions and Dense layers for one input.
 
-    A `WinogradConv2D` counts its 16 matrix products per 2x2 output block, not the
-    additions of its transforms.
+    A `WinogradConv2D` counts its 16 matrix products per 2x2 output block and a
+    `WinogradF4x4Conv2D` its 36 per 4x4 block, not the work of their transforms.
     """
     total = 0
     for layer in model._flatten_layers(include_self=False):
@@ -21,6 +21,10 @@ def forward_flops(model):
             _, _, cin, cout = layer.kernel.shape
             _, h, w, _ = layer.output.shape
             total += 2 * 16 * (h // 2) * (w // 2) * cin * cout
+        elif isinstance(layer, WinogradF4x4Conv2D):
+            _, _, cin, cout = layer.kernel.shape
+            _, h, w, _ = layer.output.shape
+            total += 2 * 36 * (h // 4) * (w // 4) * cin * cout
         elif isinstance(layer, keras.layers.Dense):
             cin, cout = layer.kernel.shape
             total += 2 * cin * cout

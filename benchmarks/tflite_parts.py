@@ -5,11 +5,11 @@ Usage:
 
 The paper-size generator (`kanime.models.Generator(resolution=128)`, random weights) is
 prepared as `kanime.tflite.to_tflite` prepares it (`prepare_for_tflite`) and cut after
-`project_act`, `trunk_skip`, `upsample_{0,1}_act`, `upsample_2_conv`, `upsample_2_act` and at
-its output (the padded RGB convolution). Every prefix is converted (`keras_to_tflite`) and run
-by TensorFlow Lite's interpreter on all cores at batch 1, the prefixes taking turns in warm
-rounds of 5 calls; a part's time is the difference of two prefixes' medians, and its rate its
-FLOPs (`benchmarks/flops.py`) over that time.
+`project_act`, `trunk_skip`, `upsample_{0,1}_act`, `upsample_2_conv`, `upsample_2_act`,
+`to_rgb` (the padded RGB convolution) and at its output (its `tanh`). Every prefix is
+converted (`keras_to_tflite`) and run by TensorFlow Lite's interpreter on all cores at batch
+1, the prefixes taking turns in warm rounds of 5 calls; a part's time is the difference of
+two prefixes' medians, and its rate its FLOPs (`benchmarks/flops.py`) over that time.
 
 Two other forms of the whole model take their turns in the same rounds:
 
@@ -20,7 +20,8 @@ Two other forms of the whole model take their turns in the same rounds:
   Winograd's F(2x2, 3x3) (`WinogradConv2D`'s slices, sums and batched matrix products).
 
 Each form's largest difference from the Keras generator's images is reported too, and the
-time `images_from_subpixels` takes (numpy: the last pixel shuffle and the `tanh`).
+time `images_from_subpixels` takes (numpy: the last pixel shuffle), alone and with numpy's
+`tanh` after it, as the form that ends at `to_rgb` would need.
 """
 
 import argparse
@@ -39,7 +40,7 @@ from kanime.tflite import images_from_subpixels, keras_to_tflite, prepare_for_tf
 
 runs = int(sys.argv[1])
 CUTS = ["project_act", "trunk_skip", "upsample_0_act", "upsample_1_act", "upsample_2_conv",
-        "upsample_2_act", None]
+        "upsample_2_act", "to_rgb", None]
 g = Generator(resolution=128)
 rng = np.random.default_rng(0)
 x = [rng.standard_normal((1, 128)).astype("float32"), np.zeros((1, 34), "float32")]
@@ -93,13 +94,18 @@ out["parts"] = parts
 out["whole_model_ms"] = {name: median[name] for name in ("images", *others)}
 out["gflop"] = {name: forward_flops(m) / 1e9 for name, m in {"images": prepared, **others}.items()}
 out["times_s"] = times
+numpy_forms = {
+    "images_from_subpixels": images_from_subpixels,
+    "images_from_subpixels_then_tanh": lambda s: np.tanh(images_from_subpixels(s)),
+}
 subpixels = interpreters["images"][0].get_tensor(interpreters["images"][1])
-numpy_times = []
+numpy_times = {name: [] for name in numpy_forms}
 for _ in range(runs):
-    start = time.perf_counter()
-    images_from_subpixels(subpixels)
-    numpy_times.append(time.perf_counter() - start)
-out["images_from_subpixels_ms"] = statistics.median(numpy_times) * 1e3
+    for name, form in numpy_forms.items():
+        start = time.perf_counter()
+        form(subpixels)
+        numpy_times[name].append(time.perf_counter() - start)
+out["numpy_ms"] = {name: statistics.median(t) * 1e3 for name, t in numpy_times.items()}
 print("RESULT" + json.dumps(out))
 """
 
@@ -120,7 +126,8 @@ def main():
     for name, ms in result["whole_model_ms"].items():
         print(f"{name}: {ms:.2f} ms, {result['gflop'][name]:.2f} GFLOP, max abs diff "
               f"{result['max_abs_diff'][name]:.1e}")  # fmt: skip
-    print(f"images_from_subpixels (numpy): {result['images_from_subpixels_ms']:.2f} ms")
+    for name, ms in result["numpy_ms"].items():
+        print(f"{name} (numpy): {ms:.2f} ms")
     write_report(
         args.out,
         "TensorFlow Lite paper generator at batch 1: time by part, and two other forms",

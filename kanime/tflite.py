@@ -7,18 +7,23 @@ same fused model compiled by XLA, and 1.5 times less at batch 64
 (`benchmarks/generator_inference.py`; `docs/generation.md` quotes the figures). The
 images are the same to float32 rounding.
 
-`to_tflite(model)` converts a kanime generator in three steps:
+`to_tflite(model)` converts a kanime generator in two steps:
 
-1. `prepare_for_tflite` fuses it for inference (`kanime.models.fused.fuse_generator`)
-   with the final RGB convolution in its sub-pixel form and without Winograd's
-   convolutions (XNNPACK runs the matrix products and slices of Winograd's form several
-   times slower than its own convolutions). It then pads the sub-pixel RGB
-   convolution's 12 output channels to 16, one zero channel after each RGB triple:
-   XNNPACK makes 16 output channels faster than 12. The model ends there, at that
-   half-resolution map: `TFLiteGenerator` does the last pixel shuffle, drops the
-   fourth channel of each pixel and applies the final `tanh` in numpy, faster than
-   TensorFlow Lite's reshapes, transposes and `tanh` would
-   (`benchmarks/tflite_parts.py`).
+1. `prepare_for_tflite` fuses it for inference (`kanime.models.fused.fuse_generator`),
+   with the final RGB convolution in its sub-pixel form, and lays it out for XNNPACK
+   (each choice measured by `benchmarks/tflite_parts.py` and
+   `benchmarks/tflite_winograd.py`):
+   - the 3x3 convolutions on maps of 32x32 and more run by Winograd's F(4x4, 3x3)
+     (`kanime.models.winograd.WinogradF4x4Conv2D`), 4 times fewer multiply-adds in
+     five XNNPACK operations; on smaller maps the transforms cost more than they save,
+     and those run as direct convolutions, as does every one of them in F(2x2, 3x3)'s
+     form with its many slices (`WinogradConv2D`);
+   - the sub-pixel RGB convolution's 12 output channels are padded to 16, one zero
+     channel after each RGB triple: XNNPACK makes 16 output channels faster than 12;
+   - the model ends there, with the `tanh` applied to that half-resolution map.
+     `TFLiteGenerator` does the last pixel shuffle and drops the fourth channel of
+     each pixel in numpy, faster than TensorFlow Lite's reshapes and transposes would,
+     while XNNPACK's `tanh` is faster than numpy's.
 2. `keras_to_tflite` traces it once, with its weights as constants and the batch size
    open, and `tf.lite.TFLiteConverter` turns that into a TensorFlow Lite flat buffer.
 
@@ -52,32 +57,58 @@ import numpy as np
 from keras import layers
 
 from kanime.models.fused import fuse_generator
+from kanime.models.winograd import WinogradF4x4Conv2D, winograd_kernel
+
+# 3x3 convolutions on maps at least this large run by Winograd's F(4x4, 3x3).
+WINOGRAD_MIN_SIZE = 32
 
 
 def prepare_for_tflite(model) -> keras.Model:
     """The Keras model that `to_tflite` converts: fused, ending at a padded sub-pixel map.
+
+    Its 3x3 convolutions on maps of `WINOGRAD_MIN_SIZE` (32) or more are
+    `kanime.models.winograd.WinogradF4x4Conv2D` layers, the others `Conv2D`.
 
     Args:
         model: a `kanime.models.Generator` or an exported `generator.keras`.
 
     Returns:
         A functional model `[z, tags] -> (n, r / 2, r / 2, 16)`, the images
-        before their `tanh`: channel `4 * (2 * i + j) + c` of a pixel is channel
-        `c` of the image pixel at `(2 * y + i, 2 * x + j)`, for `c` in R, G, B and
-        a fourth channel that is 0 (`images_from_subpixels` makes the images).
+        before their last pixel shuffle: channel `4 * (2 * i + j) + c` of a pixel
+        is channel `c` of the image pixel at `(2 * y + i, 2 * x + j)`, for `c` in
+        R, G, B and a fourth channel that is 0 (`images_from_subpixels` makes the
+        images).
 
     Raises:
         kanime.models.fused.NotFusableError: `model` is not laid out like
             `kanime.models.Generator`.
     """
     fused = fuse_generator(model, subpixel_rgb=True, winograd=False)
-    rgb = fused.get_layer("to_rgb")
-    kernel, bias = rgb.get_weights()  # (k, k, C, 4 * 3): 4 sub-pixels, 3 channels each
-    kernel = np.pad(kernel.reshape(*kernel.shape[:3], 4, 3), [(0, 0)] * 4 + [(0, 1)])
-    bias = np.pad(bias.reshape(4, 3), [(0, 0), (0, 1)])
-    padded = layers.Conv2D(16, kernel.shape[0], padding="same", name="to_rgb")
-    out = keras.Model(fused.inputs, padded(rgb.input), name=f"{fused.name}_tflite")
-    padded.set_weights([kernel.reshape(*kernel.shape[:3], 16), bias.reshape(16)])
+    weights = {}  # new layer -> its weights
+
+    def clone(layer):
+        if layer.name == "to_rgb":
+            kernel, bias = layer.get_weights()  # (k, k, C, 4 * 3): 4 sub-pixels, 3 channels
+            kernel = np.pad(kernel.reshape(*kernel.shape[:3], 4, 3), [(0, 0)] * 4 + [(0, 1)])
+            bias = np.pad(bias.reshape(4, 3), [(0, 0), (0, 1)])
+            layer = layers.Conv2D(16, kernel.shape[0], padding="same", name="to_rgb")
+            weights[layer] = [kernel.reshape(*kernel.shape[:3], 16), bias.reshape(16)]
+        elif (
+            isinstance(layer, layers.Conv2D)
+            and layer.kernel_size == (3, 3)
+            and layer.input.shape[1] >= WINOGRAD_MIN_SIZE
+        ):
+            kernel, bias = layer.get_weights()
+            layer = WinogradF4x4Conv2D(layer.filters, name=layer.name)
+            weights[layer] = [winograd_kernel(kernel, output_tile=4), bias]
+        return layer
+
+    to_rgb = keras.Model(fused.inputs, fused.get_layer("to_rgb").output)  # no last shuffle
+    cloned = keras.models.clone_model(to_rgb, clone_function=clone)
+    images = layers.Activation("tanh", name="images")(cloned.get_layer("to_rgb").output)
+    out = keras.Model(cloned.inputs, images, name=f"{fused.name}_tflite")
+    for layer, values in weights.items():
+        layer.set_weights(values)
     return out
 
 
@@ -203,20 +234,20 @@ class TFLiteGenerator:
 
 
 def images_from_subpixels(subpixels: np.ndarray) -> np.ndarray:
-    """Images `(n, 2h, 2w, 3)` in [-1, 1] from the `(n, h, w, 16)` output of `prepare_for_tflite`.
+    """Images `(n, 2h, 2w, 3)` from the `(n, h, w, 16)` output of `prepare_for_tflite`.
 
     Examples:
         >>> subpixels = np.arange(16, dtype="float32").reshape(1, 1, 1, 16) / 10
         >>> images = images_from_subpixels(subpixels)
         >>> images.shape
         (1, 2, 2, 3)
-        >>> np.arctanh(images[0, :, :, 0]).round(3)  # R of the 4 sub-pixels
+        >>> images[0, :, :, 0]  # R of the 4 sub-pixels
         array([[0. , 0.4],
                [0.8, 1.2]], dtype=float32)
     """
     n, h, w, _ = subpixels.shape
     images = subpixels.reshape(n, h, w, 2, 2, 4).transpose(0, 1, 3, 2, 4, 5)
-    return np.tanh(images.reshape(n, 2 * h, 2 * w, 4)[..., :3])
+    return np.ascontiguousarray(images.reshape(n, 2 * h, 2 * w, 4)[..., :3])
 
 
 def tflite_available() -> bool:
