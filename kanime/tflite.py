@@ -13,11 +13,12 @@ images are the same to float32 rounding.
    with the final RGB convolution in its sub-pixel form, and lays it out for XNNPACK
    (each choice measured by `benchmarks/tflite_parts.py` and
    `benchmarks/tflite_winograd.py`):
-   - the 3x3 convolutions on maps of 32x32 and more run by Winograd's F(4x4, 3x3)
-     (`kanime.models.winograd.WinogradF4x4Conv2D`), 4 times fewer multiply-adds in
-     five XNNPACK operations; on smaller maps the transforms cost more than they save,
-     and those run as direct convolutions, as does every one of them in F(2x2, 3x3)'s
-     form with its many slices (`WinogradConv2D`);
+   - the upsampling blocks' 3x3 convolutions, to 4 times as many channels as they
+     take, run by Winograd's F(4x4, 3x3) (`kanime.models.winograd.WinogradF4x4Conv2D`):
+     4 times fewer multiply-adds, in five XNNPACK operations. The residual blocks'
+     convolutions, with as many channels out as in, run as direct convolutions: there
+     the transforms cost more than they save. Every one of them would be slower in
+     F(2x2, 3x3)'s form with its many slices (`WinogradConv2D`);
    - the sub-pixel RGB convolution's 12 output channels are padded to 16, one zero
      channel after each RGB triple: XNNPACK makes 16 output channels faster than 12;
    - the model ends there, with the `tanh` applied to that half-resolution map.
@@ -59,15 +60,12 @@ from keras import layers
 from kanime.models.fused import fuse_generator
 from kanime.models.winograd import WinogradF4x4Conv2D, winograd_kernel
 
-# 3x3 convolutions on maps at least this large run by Winograd's F(4x4, 3x3).
-WINOGRAD_MIN_SIZE = 32
-
 
 def prepare_for_tflite(model) -> keras.Model:
     """The Keras model that `to_tflite` converts: fused, ending at a padded sub-pixel map.
 
-    Its 3x3 convolutions on maps of `WINOGRAD_MIN_SIZE` (32) or more are
-    `kanime.models.winograd.WinogradF4x4Conv2D` layers, the others `Conv2D`.
+    The upsampling blocks' 3x3 convolutions are
+    `kanime.models.winograd.WinogradF4x4Conv2D` layers, the residual blocks' `Conv2D`.
 
     Args:
         model: a `kanime.models.Generator` or an exported `generator.keras`.
@@ -86,22 +84,22 @@ def prepare_for_tflite(model) -> keras.Model:
     fused = fuse_generator(model, subpixel_rgb=True, winograd=False)
     weights = {}  # new layer -> its weights
 
-    def clone(layer):
+    def clone(layer):  # a new layer with its weights, so the new model shares none
+        values = layer.get_weights()
         if layer.name == "to_rgb":
-            kernel, bias = layer.get_weights()  # (k, k, C, 4 * 3): 4 sub-pixels, 3 channels
+            kernel, bias = values  # (k, k, C, 4 * 3): 4 sub-pixels of 3 channels
             kernel = np.pad(kernel.reshape(*kernel.shape[:3], 4, 3), [(0, 0)] * 4 + [(0, 1)])
             bias = np.pad(bias.reshape(4, 3), [(0, 0), (0, 1)])
-            layer = layers.Conv2D(16, kernel.shape[0], padding="same", name="to_rgb")
-            weights[layer] = [kernel.reshape(*kernel.shape[:3], 16), bias.reshape(16)]
-        elif (
-            isinstance(layer, layers.Conv2D)
-            and layer.kernel_size == (3, 3)
-            and layer.input.shape[1] >= WINOGRAD_MIN_SIZE
-        ):
-            kernel, bias = layer.get_weights()
-            layer = WinogradF4x4Conv2D(layer.filters, name=layer.name)
-            weights[layer] = [winograd_kernel(kernel, output_tile=4), bias]
-        return layer
+            new = layers.Conv2D(16, kernel.shape[0], padding="same", name="to_rgb")
+            values = [kernel.reshape(*kernel.shape[:3], 16), bias.reshape(16)]
+        elif layer.name.startswith("upsample_") and isinstance(layer, layers.Conv2D):
+            kernel, bias = values
+            new = WinogradF4x4Conv2D(layer.filters, name=layer.name)
+            values = [winograd_kernel(kernel, output_tile=4), bias]
+        else:
+            new = layer.__class__.from_config(layer.get_config())
+        weights[new] = values
+        return new
 
     to_rgb = keras.Model(fused.inputs, fused.get_layer("to_rgb").output)  # no last shuffle
     cloned = keras.models.clone_model(to_rgb, clone_function=clone)
