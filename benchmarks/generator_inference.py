@@ -25,7 +25,7 @@ model's weights in the CPU's caches, as a server's repeated calls would; at batc
 turns call by call.
 
 Each result also gives the model's floating-point operations per image (2 per multiply-add of
-its Dense, Conv2D and WinogradConv2D layers: `benchmarks/flops.py`; for `tflite`, those of
+its Dense, Conv2D and Winograd layers: `benchmarks/flops.py`; for `tflite`, those of
 the Keras model it is converted from, `prepare_for_tflite`) and the rate a 2048x2048
 float32 matmul reaches in the same process: their ratio is the time per image a model would
 take running at matmul speed.
