@@ -57,6 +57,7 @@ import numpy as np
 from keras import layers
 
 from kanime.models.fused import fuse_generator
+from kanime.models.validation import check_positive_int
 from kanime.models.winograd import WinogradF4x4Conv2D, winograd_kernel
 
 
@@ -172,10 +173,16 @@ class TFLiteGenerator:
 
     Not thread-safe: call it from one thread at a time.
 
+    A batch of more than `max_batch` rows runs in slices of `max_batch`: per image,
+    TensorFlow Lite is no faster on larger batches, while its intermediate maps (the
+    Winograd convolutions' most of all) and the time to plan for a new batch size grow
+    with the batch.
+
     Args:
         content: the bytes `to_tflite` returns (or a `.tflite` file's).
         num_threads: CPU threads of the interpreter (default: the cores this
             process may use).
+        max_batch: the most rows the interpreter runs at once.
 
     Examples:
         >>> import numpy as np
@@ -187,7 +194,8 @@ class TFLiteGenerator:
         (3, 32, 32, 3)
     """
 
-    def __init__(self, content: bytes, num_threads: int | None = None):
+    def __init__(self, content: bytes, num_threads: int | None = None, max_batch: int = 8):
+        self.max_batch = check_positive_int("max_batch", max_batch)
         self.interpreter = _interpreter_class()(
             model_content=content, num_threads=num_threads or _cores()
         )
@@ -219,6 +227,13 @@ class TFLiteGenerator:
                 f"`z` and `tags` must have as many rows. Received {len(arrays[0])} and "
                 f"{len(arrays[1])}"
             )
+        n, step = len(arrays[0]), self.max_batch
+        if n > step:
+            slices = [self._run([x[i : i + step] for x in arrays]) for i in range(0, n, step)]
+            return np.concatenate(slices)
+        return self._run(arrays)
+
+    def _run(self, arrays):
         if len(arrays[0]) != self._batch_size:  # a new batch size: reshape, once
             for array, detail in zip(arrays, self._inputs.values()):
                 self.interpreter.resize_tensor_input(detail["index"], array.shape)

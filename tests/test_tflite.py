@@ -15,14 +15,16 @@ from kanime.tflite import TFLiteGenerator, images_from_subpixels, prepare_for_tf
 @pytest.mark.parametrize("kwargs", [{}, {"tag_encoding": "signed"}, {"resolution": 64}])
 def test_tflite_generator_makes_the_same_images_at_any_batch_size(kwargs):
     model = small(**kwargs)
-    lite = TFLiteGenerator(to_tflite(model), num_threads=2)
-    # A new batch size reshapes the interpreter; going back to an old one must too.
-    for n in (1, 5, 1):
+    lite = TFLiteGenerator(to_tflite(model), num_threads=2, max_batch=4)
+    # A new batch size reshapes the interpreter; going back to an old one must too. Batches
+    # above max_batch run in slices of 4 (5 = 4 + 1, 11 = 4 + 4 + 3).
+    for n in (1, 5, 1, 11):
         x = inputs(model, n=n, seed=n)
         got = lite.predict_on_batch(x)
         expected = np.asarray(model.predict_on_batch(x))
         assert got.shape == expected.shape == (n, model.resolution, model.resolution, 3)
         np.testing.assert_allclose(got, expected, atol=2e-5)
+        assert lite.interpreter.get_input_details()[0]["shape"][0] <= 4
 
 
 def test_the_tflite_comparison_can_fail():
@@ -65,6 +67,8 @@ def test_tflite_generator_refuses_bad_inputs_and_other_models():
         lite.predict_on_batch([z, tags[:, 0]])
     with pytest.raises(ValueError, match="as many rows.*2 and 1"):
         lite.predict_on_batch([z, tags[:1]])
+    with pytest.raises(ValueError, match="`max_batch` must be a positive integer.*0"):
+        TFLiteGenerator(to_tflite(model), max_batch=0)
     # A TensorFlow Lite model that is not a converted generator.
     module = tf.Module()
     module.double = tf.function(lambda x: x * 2, input_signature=[tf.TensorSpec((None, 3))])
