@@ -4,10 +4,10 @@ Usage:
     python benchmarks/tflite_winograd.py [--runs 60] [--out benchmarks/results/tflite_winograd.json]
 
 Which of the generator's 3x3 convolutions `kanime.tflite.prepare_for_tflite` gives to
-Winograd's F(4x4, 3x3). The three sizes of the paper generator's 3x3 convolutions are
-measured: the residual blocks' (16x16, 64 -> 64 channels) and the upsampling blocks' at
+Winograd's F(4x4, 3x3). The paper generator's four kinds of 3x3 convolution are measured:
+the residual blocks' (16x16, 64 -> 64 channels) and the upsampling blocks' at
 16x16, 32x32 and 64x64 (64 -> 256 channels; the 64x64 one is the model's largest layer).
-Each size is run in three forms, each a one-layer Keras model with random weights traced
+Each is run in three forms, each a one-layer Keras model with random weights traced
 by `tf.function`, converted by `tf.lite.TFLiteConverter` and run by TensorFlow Lite's
 interpreter (XNNPACK) on 2 threads, all forms taking turns in warm rounds of 5 calls:
 

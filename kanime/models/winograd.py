@@ -27,7 +27,7 @@ size (`benchmarks/generator_inference.py`).
 F(4x4, 3x3) makes 4x4 output blocks from 6x6 input blocks in 36 products, 4
 times fewer than the direct convolution. `WinogradF4x4Conv2D` computes it in
 the few large operations TensorFlow Lite runs best; `kanime.tflite` uses it for
-the generator's largest 3x3 convolutions.
+the generator's upsampling convolutions.
 
 Examples:
     >>> import numpy as np
@@ -191,8 +191,9 @@ class WinogradF4x4Conv2D(_WinogradBase):
     2. the 36 products with the transformed kernel are one batched matrix product;
     3. the output transform `A^T M A` is one matrix product.
 
-    `kanime.tflite.prepare_for_tflite` uses it for the generator's largest 3x3
-    convolutions (`benchmarks/tflite_winograd.py`).
+    `kanime.tflite.prepare_for_tflite` uses it for the generator's upsampling
+    convolutions, which make 4 times as many channels as they take: with fewer output
+    channels the transforms cost more than they save (`benchmarks/tflite_winograd.py`).
 
     Args:
         filters: the number of output channels.
