@@ -2,8 +2,8 @@
 
 TensorFlow Lite runs a model's convolutions with XNNPACK's CPU kernels, which run
 this generator's small maps much faster than XLA's: on a 2-core CPU, the paper's
-128x128 generator takes 1.7 times less time per image at batch 1 and 64 this way than
-the same fused model compiled by XLA, about 20 ms (`benchmarks/generator_inference.py`;
+128x128 generator takes 1.4 to 1.8 times less time per image this way than the same
+fused model compiled by XLA, 18 to 21 ms (`benchmarks/generator_inference.py`;
 `docs/generation.md` quotes the figures). The images are the same to float32 rounding.
 
 `to_tflite(model)` converts a kanime generator in two steps:
