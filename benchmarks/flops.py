@@ -17,14 +17,10 @@ def forward_flops(model):
             kh, kw, cin, cout = layer.kernel.shape
             _, h, w, _ = layer.output.shape
             total += 2 * h * w * kh * kw * cin * cout
-        elif isinstance(layer, WinogradConv2D):
-            _, _, cin, cout = layer.kernel.shape
+        elif isinstance(layer, (WinogradConv2D, WinogradF4x4Conv2D)):
+            t, (_, _, cin, cout) = layer.output_tile, layer.kernel.shape
             _, h, w, _ = layer.output.shape
-            total += 2 * 16 * (h // 2) * (w // 2) * cin * cout
-        elif isinstance(layer, WinogradF4x4Conv2D):
-            _, _, cin, cout = layer.kernel.shape
-            _, h, w, _ = layer.output.shape
-            total += 2 * 36 * (h // 4) * (w // 4) * cin * cout
+            total += 2 * (t + 2) ** 2 * (h // t) * (w // t) * cin * cout
         elif isinstance(layer, keras.layers.Dense):
             cin, cout = layer.kernel.shape
             total += 2 * cin * cout
