@@ -93,7 +93,7 @@ def fit(
         typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
         return
 
-    from kanime.training.callbacks import NonFiniteLossError
+    from kanime.training.callbacks import TrainingStoppedError
     from kanime.training.fit import backup_step
     from kanime.training.fit import fit as run_fit
 
@@ -102,7 +102,7 @@ def fit(
         result = run_fit(resolved, run_dir=target, progress=progress)
     except RecipeError as e:
         _fail(str(e), 2)
-    except NonFiniteLossError as e:
+    except TrainingStoppedError as e:
         _fail(str(e), 1)
     except KeyboardInterrupt:
         step = backup_step(target)
@@ -270,7 +270,7 @@ def fit_tagger(
         return
 
     from kanime.data.tagger import fit_tagger as run_fit_tagger
-    from kanime.training.callbacks import NonFiniteLossError
+    from kanime.training.callbacks import TrainingStoppedError
     from kanime.training.fit import backup_step
 
     target = run_dir or Path("runs") / resolved.name
@@ -278,7 +278,7 @@ def fit_tagger(
         result = run_fit_tagger(resolved, run_dir=target, progress=progress)
     except (ValueError, FileNotFoundError) as e:  # RecipeError is a ValueError
         _fail(str(e), 2)
-    except NonFiniteLossError as e:
+    except TrainingStoppedError as e:
         _fail(str(e), 1)
     except KeyboardInterrupt:
         step = backup_step(target)

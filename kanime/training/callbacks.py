@@ -52,8 +52,18 @@ class SummaryWriter:
         self._writer.flush()
 
 
-class NonFiniteLossError(RuntimeError):
+class TrainingStoppedError(RuntimeError):
+    """A run stopped itself (a NaN loss, or a penalty or loss that ran away); its last
+    good backup is kept, and running the same command again resumes from it."""
+
+
+class NonFiniteLossError(TrainingStoppedError):
     """A loss became NaN or infinite; the run stopped and kept its last good backup."""
+
+
+class DivergenceError(TrainingStoppedError):
+    """The penalty or an adversarial loss ran past its limit (`training.stop_*`);
+    the run stopped and kept its last good backup."""
 
 
 def training_step(model):
