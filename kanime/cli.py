@@ -487,6 +487,84 @@ def evaluate(
 
 
 @app.command()
+def sweep(
+    recipe: Annotated[
+        Path, typer.Argument(help="The recipe YAML file the variants change, e.g. recipes/x.yaml.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Sweep folder: a run folder per variant; default runs/sweep-<recipe>."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Values to try: --set training.lambda_gp=0.5,5 (repeatable; the variants are "
+            "the product of all --set).",
+        ),
+    ] = None,
+    variants: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            help='A variant: --variant "name:key=v;key2=v2" ("baseline:" is the recipe as it '
+            "is; repeatable; each is crossed with the --set values).",
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Train every variant to this step; default the recipe's."),
+    ] = None,
+    heldout: Annotated[
+        str | None,
+        typer.Option(
+            help="Held-out real faces for the evaluation: a `kanime prepare` folder, or "
+            "`procedural`. Needs --tagger; without both, no evaluation."
+        ),
+    ] = None,
+    tagger: Annotated[
+        Path | None,
+        typer.Option(
+            help="The tagger that judges every variant (tagger.keras or its run folder); its "
+            "features also give FID."
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Generated and real faces for FID.")] = 1000,
+    per_tag: Annotated[
+        int, typer.Option(help="Generated faces asking for each tag, for the precision table.")
+    ] = 64,
+    min_support: Annotated[
+        int,
+        typer.Option(help="Fewest held-out faces with a tag for it to count in the ratios."),
+    ] = 20,
+    progress: ProgressOption = True,
+):
+    """Train variants of a recipe on the same data for the same steps, evaluate each with one
+    tagger, and write sweep.md, sweep.json, grids.png and curves.png. Running it again resumes
+    the runs that stopped and skips the finished ones.
+    """
+    from kanime.recipe import RecipeError
+    from kanime.sweep import summary_table
+    from kanime.sweep import sweep as run
+
+    if (heldout is None) != (tagger is None):
+        _fail("--heldout and --tagger go together: give both to evaluate, or neither.", 2)
+    target = out or Path("runs") / f"sweep-{recipe.stem}"
+    try:
+        result = run(
+            recipe, target, sets=sets or (), variants=variants or (), steps=steps,
+            heldout=heldout, tagger=tagger, n=n, per_tag=per_tag, min_support=min_support,
+            progress=progress, log=typer.echo,
+        )  # fmt: skip
+    except (RecipeError, ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e), 2)  # a bad recipe, override, set, variant or path
+    except KeyboardInterrupt:
+        _fail("Interrupted. Run the same command again to resume the sweep.", 130)
+    typer.echo(summary_table(result))
+    typer.echo(f"Wrote {result['files']['table']}")
+
+
+@app.command()
 def serve(
     generator: Annotated[
         Path, typer.Argument(help="A run folder or its generator.keras, e.g. runs/quickstart.")

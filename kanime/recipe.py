@@ -183,6 +183,10 @@ class GeneratorConfig:
         num_blocks: number of residual blocks.
         upsample_channels: width of the sub-pixel upsampling convolutions.
         activation: `"prelu"` (the paper) or `"relu"`.
+        upsample_init: the starting kernels of the sub-pixel convolutions:
+            `"default"` (Glorot uniform, the paper) or `"icnr"` (the four
+            sub-pixels of each output pixel start equal, so a new generator
+            draws no checkerboard; Aitken et al., 2017).
 
     Examples:
         >>> GeneratorConfig().num_blocks
@@ -193,6 +197,7 @@ class GeneratorConfig:
     num_blocks: int = _field(16, _AT_LEAST_1)
     upsample_channels: int = _field(256, _AT_LEAST_1)
     activation: Literal["prelu", "relu"] = "prelu"
+    upsample_init: Literal["default", "icnr"] = "default"
 
 
 @dataclasses.dataclass
@@ -243,14 +248,33 @@ class TrainingConfig:
     Args:
         batch_size: images per step.
         steps: total training steps.
-        learning_rate: Adam learning rate of both networks.
+        learning_rate: Adam learning rate of the generator (and of the
+            discriminator unless `d_learning_rate` is set).
+        d_learning_rate: the discriminator's own learning rate (two time-scale
+            update rule, Heusel et al., 2017); null: `learning_rate`.
         beta_1: Adam first-moment decay.
         beta_2: Adam second-moment decay.
         lr_decay_steps: the learning rate is multiplied by `lr_decay_factor`
             every `lr_decay_steps` steps.
         lr_decay_factor: in (0, 1]; 1 keeps the learning rate constant.
         lambda_adv: weight of the adversarial loss against the tag loss.
-        lambda_gp: weight of the DRAGAN gradient penalty.
+        lambda_gp: weight of the gradient penalty.
+        lambda_tag: weight of the tag loss, in both networks' losses (1 in the paper).
+        tag_loss: `"sigmoid"` (the paper: an independent sigmoid cross-entropy per
+            tag) or `"grouped"` (one softmax cross-entropy per exclusive group:
+            hair colour, eye colour, hair style; sigmoids for the other tags).
+        penalty: `"dragan"` (the paper: `(||grad D|| - 1)^2` at points near the
+            real images) or `"r1"` (`||grad D||^2` at the real images; its usual
+            `gamma` is `2 * lambda_gp`).
+        augment: augmentations of every image the discriminator judges, real and
+            generated, joined by `+`: `"translation"`, `"cutout"` or
+            `"translation+cutout"`; null: none (the paper). Colours are never
+            changed: the tags are colours. See `kanime.training.augment`.
+        stop_gp_above: stop the run (keeping the last good backup) when the
+            penalty's mean over a log interval passes this; null: never.
+        stop_adv_loss_above: stop the run when either network's adversarial
+            loss (its mean over a log interval) passes this: the other network
+            has won outright; null: never.
         fake_tags: tags for generated images drawn as in the `"paper"`, or
             taken from the real batch (`"data"`).
         ema_half_life_images: half-life, in images, of the generator's
@@ -271,12 +295,19 @@ class TrainingConfig:
     batch_size: int = _field(64, _AT_LEAST_1)
     steps: int = _field(100000, _AT_LEAST_1)
     learning_rate: float = _field(2e-4, _Range(0, low_open=True))
+    d_learning_rate: float | None = _field(None, _optional(_Range(0, low_open=True)))
     beta_1: float = _field(0.5, _Range(0, 1, high_open=True))
     beta_2: float = _field(0.999, _Range(0, 1, high_open=True))
     lr_decay_steps: int = _field(50000, _AT_LEAST_1)
     lr_decay_factor: float = _field(0.1, _Range(0, 1, low_open=True))
     lambda_adv: float = _field(34.0, _AT_LEAST_0)
     lambda_gp: float = _field(0.5, _AT_LEAST_0)
+    lambda_tag: float = _field(1.0, _AT_LEAST_0)
+    tag_loss: Literal["sigmoid", "grouped"] = "sigmoid"
+    penalty: Literal["dragan", "r1"] = "dragan"
+    augment: Literal["translation", "cutout", "translation+cutout"] | None = None
+    stop_gp_above: float | None = _field(20.0, _optional(_Range(0, low_open=True)))
+    stop_adv_loss_above: float | None = _field(20.0, _optional(_Range(0, low_open=True)))
     fake_tags: Literal["paper", "data"] = "paper"
     ema_half_life_images: float = _field(10000.0, _AT_LEAST_0)
     jit_compile: bool | Literal["auto"] = "auto"

@@ -5,13 +5,16 @@ from keras import layers
 
 from kanime.models.layers import (
     BN_MOMENTUM,
+    SHUFFLE_FACTOR,
     activation_layer,
     generator_residual_block,
+    icnr_kernel,
     subpixel_upsample,
 )
 from kanime.models.validation import check_positive_int, check_resolution
 
 NUM_UPSAMPLES = 3
+UPSAMPLE_INITS = ("default", "icnr")
 
 
 @keras.saving.register_keras_serializable(package="kanime")
@@ -33,6 +36,12 @@ class Generator(keras.Model):
             (256 in the paper); must be divisible by 4.
         activation: `"prelu"` (the paper) or `"relu"`.
         tag_encoding: `"binary"` feeds the 0/1 tags, `"signed"` feeds -1/+1.
+        upsample_init: `"default"` (Glorot uniform kernels, the paper) or
+            `"icnr"`: each sub-pixel convolution starts with the same kernel for
+            the four sub-pixels of an output pixel, so the pixel shuffle starts as
+            a nearest-neighbour upsampling and draws no checkerboard (Aitken et
+            al., "Checkerboard artifact free sub-pixel convolution", 2017). Only
+            the starting weights differ; the layers are the same.
         **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
     Examples:
@@ -58,6 +67,7 @@ class Generator(keras.Model):
         upsample_channels=256,
         activation="prelu",
         tag_encoding="binary",
+        upsample_init="default",
         **kwargs,
     ):
         check_resolution(resolution)
@@ -73,6 +83,11 @@ class Generator(keras.Model):
             raise ValueError(
                 "`upsample_channels` must be divisible by 4 (pixel shuffle x2). "
                 f"Received: upsample_channels={upsample_channels}"
+            )
+        if upsample_init not in UPSAMPLE_INITS:
+            raise ValueError(
+                f"`upsample_init` must be one of {UPSAMPLE_INITS}. "
+                f"Received: upsample_init={upsample_init!r}"
             )
         base = resolution // 2**NUM_UPSAMPLES
 
@@ -103,6 +118,10 @@ class Generator(keras.Model):
         h = layers.Conv2D(3, 9, padding="same", name="to_rgb")(h)
         images = layers.Activation("tanh", dtype="float32", name="images")(h)
         super().__init__(inputs=[z, tags], outputs=images, **kwargs)
+        if upsample_init == "icnr":
+            for i in range(NUM_UPSAMPLES):
+                conv = self.get_layer(f"upsample_{i}_conv")
+                conv.kernel.assign(icnr_kernel(conv.kernel.shape, SHUFFLE_FACTOR))
 
         # === Config ===
         self.resolution = resolution
@@ -113,6 +132,7 @@ class Generator(keras.Model):
         self.upsample_channels = upsample_channels
         self.activation = activation
         self.tag_encoding = tag_encoding
+        self.upsample_init = upsample_init
 
     def get_config(self):
         return {
@@ -126,6 +146,7 @@ class Generator(keras.Model):
             "upsample_channels": self.upsample_channels,
             "activation": self.activation,
             "tag_encoding": self.tag_encoding,
+            "upsample_init": self.upsample_init,
         }
 
     @classmethod

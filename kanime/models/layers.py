@@ -8,6 +8,7 @@ import keras
 from keras import layers
 
 BN_MOMENTUM = 0.9
+SHUFFLE_FACTOR = 2  # each sub-pixel upsampling doubles the side
 
 
 def activation_layer(activation, name=None):
@@ -49,9 +50,43 @@ def generator_residual_block(x, channels, activation, name):
 def subpixel_upsample(x, channels, activation, name):
     """conv3x3 to `channels`, pixel shuffle x2, BN, PReLU."""
     h = layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv")(x)
-    h = pixel_shuffle(h, 2, name=f"{name}_shuffle")
+    h = pixel_shuffle(h, SHUFFLE_FACTOR, name=f"{name}_shuffle")
     h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(h)
     return activation_layer(activation, name=f"{name}_act")(h)
+
+
+def icnr_kernel(shape, factor, seed=None):
+    """An ICNR starting kernel for a convolution followed by `pixel_shuffle(factor)`.
+
+    A Glorot-uniform kernel for the `channels / factor**2` output channels is
+    repeated for every sub-pixel, so after the shuffle the `factor x factor`
+    pixels made from one input pixel start equal: a nearest-neighbour upsampling
+    of a plain convolution, with no checkerboard.
+
+    Args:
+        shape: `(kh, kw, in_channels, out_channels)`, `out_channels` divisible by
+            `factor**2`.
+        factor: the pixel shuffle's factor.
+        seed: seed of the Glorot draw.
+
+    Examples:
+        >>> k = keras.ops.convert_to_numpy(icnr_kernel((3, 3, 2, 8), 2, seed=0))
+        >>> bool((k[..., 0:2] == k[..., 6:8]).all())  # sub-pixels 0 and 3, channels 0-1
+        True
+
+    Reference:
+        Aitken et al., "Checkerboard artifact free sub-pixel convolution", arXiv
+        1707.02937 (2017).
+    """
+    kh, kw, cin, cout = shape
+    groups = factor * factor
+    if cout % groups:
+        raise ValueError(
+            f"ICNR needs output channels divisible by factor**2 ({groups}). Received: {shape}"
+        )
+    base = keras.initializers.GlorotUniform(seed)((kh, kw, cin, cout // groups))
+    # `pixel_shuffle` reads channel `s * (cout // groups) + c` as sub-pixel s, channel c.
+    return keras.ops.tile(base, (1, 1, 1, groups))
 
 
 def discriminator_residual_block(x, channels, negative_slope, name):

@@ -87,10 +87,14 @@ class RunMonitor(keras.callbacks.Callback):
         grid_inputs: `(z, tags, rows, cols)`: fixed noise and tags of the sample grid.
         meta: extra keys stored in each backup.
         batch_size: images per step, for the logged `perf/images_per_s`.
+        limits: `{logged name: limit}`; an interval whose mean passes its limit
+            stops the run without a backup, as a NaN does (the divergence guard).
+            A None limit is no limit.
     """
 
     def __init__(self, run_dir, total_steps, log_every, image_every, backup_every,
-                 export_every, grid_inputs, meta=None, batch_size=None):  # fmt: skip
+                 export_every, grid_inputs, meta=None, batch_size=None,
+                 limits=None):  # fmt: skip
         super().__init__()
         self.run_dir = run_dir
         self.total_steps = total_steps
@@ -102,7 +106,9 @@ class RunMonitor(keras.callbacks.Callback):
         self.meta = meta or {}
         self.batch_size = batch_size
         self.interval_start = time.perf_counter()
+        self.limits = {k: v for k, v in (limits or {}).items() if v is not None}
         self.failure = None
+        self.divergence = None
         self.last_backup_step = None
         os.makedirs(self.path("logs"), exist_ok=True)
         self.writer = SummaryWriter(self.path("logs"))
@@ -129,6 +135,11 @@ class RunMonitor(keras.callbacks.Callback):
         values["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
         append_metrics(self.run_dir, step, values)
         self.writer.scalars(values, step)
+        over = {k: (values[k], v) for k, v in self.limits.items() if values.get(k, 0.0) > v}
+        if over:  # logged, so the curve shows it, but neither backed up nor exported
+            self.divergence = (step, over)
+            self.model.stop_training = True
+            return
         final = step >= self.total_steps
         if final or step % self.image_every == 0:
             self.write_samples(step)
@@ -246,16 +257,35 @@ class ProgressBar(keras.callbacks.Callback):
 GAN_NAN_HINT = "Lower training.learning_rate or raise training.lambda_gp if it happens again."
 
 
+GAN_DIVERGENCE_HINT = (
+    "A penalty or loss that runs away means one network has overpowered the other: "
+    "lower training.learning_rate (or training.d_learning_rate), raise training.lambda_gp, "
+    "or add training.augment; the limits are training.stop_gp_above and "
+    "training.stop_adv_loss_above."
+)
+
+
+def _kept(monitor):
+    if monitor.last_backup_step is None:
+        return "no backup had been written yet"
+    return f"the last good backup (step {monitor.last_backup_step}) is kept"
+
+
 def finite_or_raise(monitor, run_dir, hint=GAN_NAN_HINT):
-    """Raises `NonFiniteLossError` when `monitor` saw a NaN or infinite loss."""
+    """Raises `NonFiniteLossError` when `monitor` saw a NaN or infinite loss, and
+    `DivergenceError` when a logged value passed its limit (see `RunMonitor`)."""
+    if getattr(monitor, "divergence", None) is not None:
+        step, over = monitor.divergence
+        names = ", ".join(f"{k}={v:.4g} (limit {limit:g})" for k, (v, limit) in over.items())
+        raise DivergenceError(
+            f"Training stopped at step {step}: {names} ran away. In {run_dir}, "
+            f"{_kept(monitor)}; running the same command again resumes from it. "
+            f"{GAN_DIVERGENCE_HINT}"
+        )
     if monitor.failure is None:
         return
     step, bad = monitor.failure
-    kept = (
-        f"the last good backup (step {monitor.last_backup_step}) is kept"
-        if monitor.last_backup_step is not None
-        else "no backup had been written yet"
-    )
+    kept = _kept(monitor)
     names = ", ".join(f"{k}={v}" for k, v in bad.items())
     raise NonFiniteLossError(
         f"Training stopped at step {step}: {names}. In {run_dir}, {kept}; running the same "

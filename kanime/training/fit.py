@@ -95,9 +95,9 @@ def _build_gan(recipe: Recipe) -> TagGAN:
         # After TagGAN has copied the config into the EMA generator, which is exported.
         distribute.synchronize_batch_norm(gan.generator)
 
-    def adam(name):
+    def adam(name, learning_rate):
         schedule = keras.optimizers.schedules.ExponentialDecay(
-            t.learning_rate, t.lr_decay_steps, t.lr_decay_factor, staircase=True
+            learning_rate, t.lr_decay_steps, t.lr_decay_factor, staircase=True
         )
         optimizer = keras.optimizers.Adam(schedule, beta_1=t.beta_1, beta_2=t.beta_2, name=name)
         if t.mixed_precision == "mixed_float16":
@@ -105,11 +105,15 @@ def _build_gan(recipe: Recipe) -> TagGAN:
         return optimizer
 
     gan.compile(
-        g_optimizer=adam("g_optimizer"),
-        d_optimizer=adam("d_optimizer"),
+        g_optimizer=adam("g_optimizer", t.learning_rate),
+        d_optimizer=adam("d_optimizer", t.d_learning_rate or t.learning_rate),
         lambda_adv=t.lambda_adv,
         lambda_gp=t.lambda_gp,
         jit_compile=t.jit_compile,
+        lambda_tag=t.lambda_tag,
+        tag_loss=t.tag_loss,
+        penalty=t.penalty,
+        augment=t.augment,
     )
     return gan
 
@@ -125,6 +129,7 @@ def _models(recipe: Recipe):
         upsample_channels=m.generator.upsample_channels,
         activation=m.generator.activation,
         tag_encoding=m.tag_encoding,
+        upsample_init=m.generator.upsample_init,
         name="generator",
     )
     discriminator = Discriminator(
@@ -229,6 +234,8 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
     Raises:
         RecipeError: a bad recipe, override or data path.
         NonFiniteLossError: a loss became NaN; the last good backup is kept.
+        DivergenceError: the penalty or an adversarial loss passed its
+            `training.stop_*` limit; the last good backup is kept.
     """
     if isinstance(recipe, (str, os.PathLike)):
         recipe = load_recipe(recipe, overrides)
@@ -287,6 +294,9 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
         run_dir, total, log.log_every, log.image_every, log.backup_every, log.export_every,
         (z, tags, grid, grid), meta={"recipe": recipe.name},
         batch_size=recipe.training.batch_size,
+        limits={"gp": recipe.training.stop_gp_above,
+                "d_adv_loss": recipe.training.stop_adv_loss_above,
+                "g_adv_loss": recipe.training.stop_adv_loss_above},
     )  # fmt: skip
     if resumed_from >= total:
         if not (run_dir / "generator.keras").exists():

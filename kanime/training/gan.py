@@ -11,10 +11,18 @@ from keras import ops
 
 from kanime.tags import PAPER_TAGS
 from kanime.training import losses
+from kanime.training.augment import DRAWS as AUGMENTATION_DRAWS
+from kanime.training.augment import augment as augment_images
+from kanime.training.augment import draw_augmentation, parse_augmentations
 from kanime.training.backends import backend_module
 
 FAKE_TAG_MODES = ("paper", "data")
-METRIC_NAMES = ("d_loss", "g_loss", "gp", "d_tag_loss", "g_tag_loss", "d_adv_loss", "g_adv_loss")
+TAG_LOSSES = ("sigmoid", "grouped")
+PENALTIES = ("dragan", "r1")
+METRIC_NAMES = (
+    "d_loss", "g_loss", "gp", "d_tag_loss", "g_tag_loss", "d_adv_loss", "g_adv_loss",
+    "d_real_logit", "d_fake_logit",
+)  # fmt: skip
 
 
 class OptimizerPair:
@@ -79,7 +87,7 @@ class TagGAN(keras.Model):
         >>> tags = PAPER_TAGS.sample(8, 0)
         >>> history = gan.fit(images, tags, batch_size=4, epochs=1, verbose=0)
         >>> sorted(history.history)[:3]
-        ['d_adv_loss', 'd_loss', 'd_tag_loss']
+        ['d_adv_loss', 'd_fake_logit', 'd_loss']
 
     Reference:
         Jin et al., arXiv 1708.05509 (2017); Kodali et al., "On Convergence
@@ -126,6 +134,9 @@ class TagGAN(keras.Model):
         self.latent_dim = generator.inputs[0].shape[-1]
         self.seed_generator = keras.random.SeedGenerator(seed, name="step_seed")
         self.trackers = [keras.metrics.Mean(name=name) for name in METRIC_NAMES]
+        # The paper's losses until `compile` says otherwise.
+        self.lambda_tag, self.tag_loss, self.exclusive_groups = 1.0, "sigmoid", []
+        self.penalty, self.augmentations = "dragan", ()
         self.built = True
 
     @property
@@ -142,6 +153,10 @@ class TagGAN(keras.Model):
         lambda_adv=34.0,
         lambda_gp=0.5,
         jit_compile="auto",
+        lambda_tag=1.0,
+        tag_loss="sigmoid",
+        penalty="dragan",
+        augment=None,
         **kwargs,
     ):
         """Configures training.
@@ -150,11 +165,26 @@ class TagGAN(keras.Model):
             g_optimizer: optimizer of the generator (Adam 2e-4, beta_1 0.5 in the paper).
             d_optimizer: optimizer of the discriminator.
             lambda_adv: weight of the adversarial terms (34, the number of tags).
-            lambda_gp: weight of the DRAGAN penalty (0.5).
+            lambda_gp: weight of the gradient penalty (0.5).
             jit_compile: compile the step with XLA (TensorFlow) / jit (JAX);
                 `"auto"` lets Keras decide (XLA is off on CPU-only TensorFlow).
+            lambda_tag: weight of the tag loss in both networks' losses (1, the paper).
+            tag_loss: `"sigmoid"` (the paper: one sigmoid cross-entropy per tag) or
+                `"grouped"` (one softmax cross-entropy per exclusive group of the
+                vocabulary, sigmoids for the others; see `losses.tag_loss`).
+            penalty: `"dragan"` (the paper: `(||grad|| - 1)^2` near real images) or
+                `"r1"` (`||grad||^2` at real images).
+            augment: augmentations joined by `+` (`"translation+cutout"`, see
+                `kanime.training.augment`), applied to every image the
+                discriminator judges (not to the penalty's points); None: none.
             **kwargs: passed to `keras.Model.compile` (e.g. `steps_per_execution`).
         """
+        for name, value, choices in [
+            ("tag_loss", tag_loss, TAG_LOSSES),
+            ("penalty", penalty, PENALTIES),
+        ]:
+            if value not in choices:
+                raise ValueError(f"`{name}` must be one of {choices}. Received: {value!r}")
         super().compile(jit_compile=jit_compile, **kwargs)
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
@@ -163,6 +193,16 @@ class TagGAN(keras.Model):
         self.optimizer = OptimizerPair(g_optimizer, d_optimizer)
         self.lambda_adv = float(lambda_adv)
         self.lambda_gp = float(lambda_gp)
+        self.lambda_tag = float(lambda_tag)
+        self.penalty = penalty
+        self.tag_loss = tag_loss
+        self.exclusive_groups = []  # (start, stop) columns of the softmax groups
+        if tag_loss == "grouped":
+            for group in self.vocabulary.groups:
+                if group.exclusive:
+                    part = self.vocabulary.group_slice(group.name)
+                    self.exclusive_groups.append((part.start, part.stop))
+        self.augmentations = parse_augmentations(augment)
 
     # --- pieces shared by the backends ---------------------------------------
 
@@ -191,26 +231,54 @@ class TagGAN(keras.Model):
         u = keras.random.uniform(u_shape, seed=self.seed_generator)
         alpha = keras.random.uniform((total, 1, 1, 1), seed=self.seed_generator)
         draws = {"z": z, "fake_tags": fake_tags, "u": u, "alpha": alpha}
+        size = images.shape[1]
+        for which in ("real", "fake"):
+            params = draw_augmentation(self.augmentations, total, size, self.seed_generator)
+            draws.update({f"{which}_{k}": v for k, v in params.items()})
         if num_shards == 1:
             return draws
         return {k: v[shard * n : (shard + 1) * n] for k, v in draws.items()}
 
+    def augment(self, images, noise, which):
+        """`images` through the step's augmentation draws for `which` ("real" or "fake")."""
+        if not self.augmentations:
+            return images
+        params = {k: noise[f"{which}_{k}"] for k in AUGMENTATION_DRAWS if f"{which}_{k}" in noise}
+        return augment_images(images, params, images.shape[1])
+
+    def penalty_points(self, images, noise, dragan_points=losses.dragan_points):
+        """Where the penalty's gradient is taken: near real images (DRAGAN) or at them (R1).
+
+        `dragan_points(images, u, alpha)` makes DRAGAN's points (a data-parallel step
+        passes one that uses the global batch's standard deviation).
+        """
+        if self.penalty == "r1":
+            return ops.cast(images, "float32")
+        return dragan_points(images, noise["u"], noise["alpha"])
+
     def discriminator_objective(self, real_out, fake_out, penalty_grads, real_tags):
-        """D loss = L_tag(real) + lambda_adv * L_adv(D) + lambda_gp * L_gp."""
+        """D loss = lambda_tag * L_tag(real) + lambda_adv * L_adv(D) + lambda_gp * L_gp."""
         real_logit, real_tag_logits = real_out
         fake_logit, _ = fake_out
-        d_tag = losses.tag_loss(real_tag_logits, real_tags)
+        d_tag = losses.tag_loss(real_tag_logits, real_tags, self.exclusive_groups)
         d_adv = losses.discriminator_adversarial_loss(real_logit, fake_logit)
-        gp = losses.gradient_penalty(penalty_grads)
-        total = d_tag + self.lambda_adv * d_adv + self.lambda_gp * gp
-        return total, {"d_loss": total, "d_tag_loss": d_tag, "d_adv_loss": d_adv, "gp": gp}
+        if self.penalty == "r1":
+            gp = losses.r1_penalty(penalty_grads)
+        else:
+            gp = losses.gradient_penalty(penalty_grads)
+        total = self.lambda_tag * d_tag + self.lambda_adv * d_adv + self.lambda_gp * gp
+        return total, {
+            "d_loss": total, "d_tag_loss": d_tag, "d_adv_loss": d_adv, "gp": gp,
+            "d_real_logit": ops.mean(ops.cast(real_logit, "float32")),
+            "d_fake_logit": ops.mean(ops.cast(fake_logit, "float32")),
+        }  # fmt: skip
 
     def generator_objective(self, fake_out, fake_tags):
-        """G loss = lambda_adv * L_adv(G) + L_tag(fake)."""
+        """G loss = lambda_adv * L_adv(G) + lambda_tag * L_tag(fake)."""
         fake_logit, fake_tag_logits = fake_out
         g_adv = losses.generator_adversarial_loss(fake_logit)
-        g_tag = losses.tag_loss(fake_tag_logits, fake_tags)
-        total = self.lambda_adv * g_adv + g_tag
+        g_tag = losses.tag_loss(fake_tag_logits, fake_tags, self.exclusive_groups)
+        total = self.lambda_adv * g_adv + self.lambda_tag * g_tag
         return total, {"g_loss": total, "g_tag_loss": g_tag, "g_adv_loss": g_adv}
 
     def ema_decay(self, batch_size):

@@ -12,8 +12,6 @@ import jax.numpy as jnp
 import keras
 from keras import ops
 
-from kanime.training import losses
-
 
 def _pick(variables, values, wanted):
     by_id = {id(v): x for v, x in zip(variables, values)}
@@ -106,7 +104,10 @@ def discriminator_step(gan, g_values, d_values, d_opt_values, images, tags, nois
     n = images.shape[0]
     fake, g_fixed = G.stateless_call(g_train, g_fixed, [z, fake_tags], training=True)
     fake = jax.lax.stop_gradient(fake)
-    x_hat = losses.dragan_points(images, noise["u"], noise["alpha"])
+    x_hat = gan.penalty_points(images, noise)
+    seen = jnp.concatenate(
+        [gan.augment(images, noise, "real"), gan.augment(fake, noise, "fake")], axis=0
+    )
     scale = _loss_scale(gan.d_optimizer, d_opt_values)  # 1 without loss scaling
 
     def run_d(values, x):
@@ -117,7 +118,7 @@ def discriminator_step(gan, g_values, d_values, d_opt_values, images, tags, nois
             penalty_grads = penalty_gradients(lambda x: run_d(values, x)[0], x_hat)
         else:
             penalty_grads = jnp.zeros_like(x_hat)
-        logit, tag_logits = run_d(values, jnp.concatenate([images, fake], axis=0))
+        logit, tag_logits = run_d(values, seen)
         real_out = (logit[:n], tag_logits[:n])
         fake_out = (logit[n:], tag_logits[n:])
         loss, logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
@@ -142,7 +143,8 @@ def generator_step(gan, g_values, d_values, g_opt_values, noise):
 
     def objective(values):
         fake, new_fixed = G.stateless_call(values, g_fixed, [z, fake_tags], training=True)
-        out = D.stateless_call(d_train, d_fixed, fake, training=True)[0]
+        seen = gan.augment(fake, noise, "fake")
+        out = D.stateless_call(d_train, d_fixed, seen, training=True)[0]
         loss, logs = gan.generator_objective(out, fake_tags)
         return loss * scale, (logs, new_fixed)
 

@@ -79,14 +79,15 @@ def discriminator_step(gan, images, tags, noise, replicas=None, penalty=True):
     replicas = replicas or _Replicas()
     G, D = gan.generator, gan.discriminator
     fake = G([noise["z"], noise["fake_tags"]], training=True)
-    x_hat = replicas.dragan_points(images, noise["u"], noise["alpha"])
+    x_hat = gan.penalty_points(images, noise, replicas.dragan_points)
     n = tf.shape(images)[0]
+    seen = tf.concat([gan.augment(images, noise, "real"), gan.augment(fake, noise, "fake")], 0)
     with tf.GradientTape() as tape:
         if penalty:
             penalty_grads = penalty_gradients(lambda x: D(x, training=True)[0], x_hat)
         else:
             penalty_grads = tf.zeros_like(x_hat)
-        logit, tag_logits = D(tf.concat([images, fake], axis=0), training=True)
+        logit, tag_logits = D(seen, training=True)
         real_out = (logit[:n], tag_logits[:n])
         fake_out = (logit[n:], tag_logits[n:])
         d_loss, d_logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
@@ -103,7 +104,8 @@ def generator_step(gan, noise, replicas=None):
     G, D = gan.generator, gan.discriminator
     with tf.GradientTape() as tape:
         fake = G([noise["z"], noise["fake_tags"]], training=True)
-        g_loss, g_logs = gan.generator_objective(D(fake, training=True), noise["fake_tags"])
+        seen = gan.augment(fake, noise, "fake")
+        g_loss, g_logs = gan.generator_objective(D(seen, training=True), noise["fake_tags"])
         g_loss = gan.g_optimizer.scale_loss(replicas.for_gradient(g_loss))
     g_grads = tape.gradient(g_loss, G.trainable_variables)
     gan.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
