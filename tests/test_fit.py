@@ -223,3 +223,50 @@ def test_dropping_events_keeps_the_whole_records_of_a_file_cut_short(tmp_path):
     assert event_steps(tmp_path, "d_loss") == [2, 4]
     drop_events_after(tmp_path, 4)  # nothing past 4 is left: the file stays as it is
     assert event_steps(tmp_path, "d_loss") == [2, 4]
+
+
+def test_a_penalty_that_runs_away_stops_the_run_and_keeps_the_last_good_backup(tmp_path):
+    from kanime.training.callbacks import DivergenceError
+
+    # Any penalty passes a limit this low: the guard must stop at the first log.
+    recipe = write_recipe(
+        tmp_path / "r.yaml", training={"stop_gp_above": 1e-12, "stop_adv_loss_above": None}
+    )
+    run = tmp_path / "run"
+    with pytest.raises(DivergenceError, match=r"step 2: gp=.*limit 1e-12.*ran away"):
+        fit(recipe, run_dir=run, progress=False)
+    assert not (run / "backup" / "state.npz").exists()
+    assert metrics(run)[-1]["step"] == 2  # the runaway interval is logged, for the curves
+
+    recipe = write_recipe(tmp_path / "r.yaml", training={"stop_gp_above": None})
+    result = fit(recipe, run_dir=run, progress=False)
+    assert result.resumed_from == 0 and result.step == 8
+
+
+def test_each_network_gets_its_own_learning_rate(tmp_path):
+    from kanime.recipe import load_recipe
+    from kanime.training.fit import build_gan
+
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml"), ["training.d_learning_rate=4e-4"])
+    gan = build_gan(recipe)
+    lr = [float(np.asarray(o.learning_rate)) for o in (gan.g_optimizer, gan.d_optimizer)]
+    assert lr == pytest.approx([2e-4, 4e-4])
+
+
+def test_every_issue_14_option_trains_and_exports(tmp_path):
+    import keras
+
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        model={"generator": {"channels": 8, "num_blocks": 1, "upsample_channels": 16,
+                             "upsample_init": "icnr"}},
+        training={"tag_loss": "grouped", "penalty": "r1", "lambda_gp": 5.0, "lambda_tag": 3.0,
+                  "augment": "translation+cutout", "d_learning_rate": 4e-4},
+    )  # fmt: skip
+    run = tmp_path / "run"
+    result = fit(recipe, run_dir=run, progress=False)
+    assert result.step == 8
+    rows = metrics(run)
+    assert all(np.isfinite(r["d_real_logit"]) and np.isfinite(r["d_fake_logit"]) for r in rows)
+    gen = keras.saving.load_model(run / "generator.keras")
+    assert gen.output_shape[1:] == (32, 32, 3)

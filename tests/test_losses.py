@@ -57,3 +57,37 @@ def test_dragan_points_stay_near_the_data():
     np.testing.assert_allclose(x_hat, x + alpha * 0.5 * x.std() * u, rtol=1e-5, atol=1e-6)
     assert np.all(x_hat >= x - 1e-6)
     assert np.all(x_hat - x <= 0.5 * x.std() + 1e-6)
+
+
+def test_grouped_tag_loss_is_softmax_per_group_and_skips_empty_groups():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3, 6)).astype("float32") * 2
+    # Group 0-2 exclusive, group 3-4 exclusive, column 5 independent.
+    labels = np.array(
+        [[0, 1, 0, 1, 0, 1], [0, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, 1]], "float32"
+    )  # row 1 has no tag of the first group: it adds nothing for it
+
+    def log_softmax(x):
+        return x - np.log(np.sum(np.exp(x), axis=-1, keepdims=True))
+
+    expected = 0.0
+    for start, stop in [(0, 3), (3, 5)]:
+        ce = -np.sum(labels[:, start:stop] * log_softmax(logits[:, start:stop]), axis=1)
+        expected += ce.mean()
+    p = 1 / (1 + np.exp(-logits[:, 5]))
+    y = labels[:, 5]
+    expected += np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    got = float(losses.tag_loss(logits, labels, [(0, 3), (3, 5)]))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # The asked colour wins over the others: raising its logit lowers the loss.
+    better = logits.copy()
+    better[0, 1] += 2.0
+    assert float(losses.tag_loss(better, labels, [(0, 3), (3, 5)])) < got
+
+
+def test_r1_penalty_is_the_mean_squared_gradient_norm():
+    g = np.zeros((2, 4, 4, 3), "float32")
+    g[0, 0, 0, 0] = 3.0
+    g[1, 1, 1, 1] = 4.0
+    g[1, 2, 2, 2] = 3.0
+    assert float(losses.r1_penalty(g)) == pytest.approx((9.0 + 25.0) / 2)

@@ -95,3 +95,30 @@ import sys; assert "kanime" not in sys.modules
 print("ok")
 """
     assert "ok" in run_python(code, backend=backend).stdout
+
+
+def test_icnr_upsampling_starts_without_checkerboard():
+    import keras
+
+    from kanime.models import Generator
+    from kanime.models.layers import icnr_kernel
+
+    k = keras.ops.convert_to_numpy(icnr_kernel((3, 3, 4, 16), 2, seed=0))
+    for s in range(1, 4):  # every sub-pixel starts with sub-pixel 0's kernel
+        np.testing.assert_array_equal(k[..., 4 * s : 4 * s + 4], k[..., 0:4])
+    with pytest.raises(ValueError, match="divisible by factor"):
+        icnr_kernel((3, 3, 4, 6), 2)
+
+    g = Generator(32, channels=8, num_blocks=1, upsample_channels=32, upsample_init="icnr")
+    assert Generator.from_config(g.get_config()).upsample_init == "icnr"
+    # After the first upsampling each 2x2 block of the map is one value: no checkerboard.
+    part = keras.Model(g.inputs, g.get_layer("upsample_0_shuffle_merge").output)
+    z = np.random.default_rng(0).standard_normal((2, 128)).astype("float32")
+    out = part.predict([z, np.zeros((2, 34), "float32")], verbose=0)
+    np.testing.assert_allclose(out[:, 0::2, 0::2], out[:, 1::2, 1::2], rtol=1e-5, atol=1e-6)
+    plain = Generator(32, channels=8, num_blocks=1, upsample_channels=32)
+    part = keras.Model(plain.inputs, plain.get_layer("upsample_0_shuffle_merge").output)
+    out = part.predict([z, np.zeros((2, 34), "float32")], verbose=0)
+    assert not np.allclose(out[:, 0::2, 0::2], out[:, 1::2, 1::2], atol=1e-3)
+    with pytest.raises(ValueError, match="upsample_init"):
+        Generator(32, upsample_init="zeros")

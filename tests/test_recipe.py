@@ -336,3 +336,25 @@ def test_run_name():
     assert recipe.run_name(123456) == "123456-quickstart-32-b64"
     with pytest.raises(ValueError):
         recipe.run_name(-1)
+
+
+def test_issue_14_keys_are_checked():
+    from kanime.recipe import Recipe, RecipeError, apply_overrides
+
+    r = apply_overrides(
+        Recipe(),
+        ["training.augment=translation+cutout", "training.tag_loss=grouped",
+         "training.penalty=r1", "training.stop_gp_above=null",
+         "model.generator.upsample_init=icnr"],
+    )  # fmt: skip
+    assert r.training.augment == "translation+cutout" and r.training.stop_gp_above is None
+    for bad, key in [
+        ("training.augment=hue", "training.augment"),
+        ("training.tag_loss=softmax", "training.tag_loss"),
+        ("training.penalty=wgan", "training.penalty"),
+        ("training.d_learning_rate=0", "training.d_learning_rate"),
+        ("training.lambda_tag=-1", "training.lambda_tag"),
+        ("model.generator.upsample_init=zeros", "model.generator.upsample_init"),
+    ]:
+        with pytest.raises(RecipeError, match=f"`{key}` expected"):
+            apply_overrides(Recipe(), [bad])
