@@ -27,7 +27,7 @@ rm -rf /tmp/run  # a warm machine may hold an earlier call's run
 timeout -s TERM "$seconds" python3 -c "
 import sys
 from kanime.training.fit import fit
-fit('recipes/getchu.yaml', run_dir='/tmp/run', progress=False, overrides=[
+fit('recipes/getchu-paper.yaml', run_dir='/tmp/run', progress=False, overrides=[
     'data.path=data/getchu', 'logging.image_every=500', 'logging.backup_every=500',
     'logging.export_every=500', *sys.argv[1:]])
 " "${overrides[@]}"

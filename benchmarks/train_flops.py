@@ -1,7 +1,7 @@
 """Count the floating-point operations of one TagGAN training step and of each model's forward pass.
 
 Usage:
-    KERAS_BACKEND=jax python benchmarks/train_flops.py [--recipe recipes/getchu.yaml]
+    KERAS_BACKEND=jax python benchmarks/train_flops.py [--recipe recipes/getchu-paper.yaml]
         [--batch-size 64] [--out benchmarks/results/train_flops.json]
 
 The step count is XLA's cost analysis of the compiled JAX train step on the CPU, where
@@ -26,7 +26,7 @@ from kanime.training.fit import build_gan  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="recipes/getchu.yaml")
+    parser.add_argument("--recipe", default="recipes/getchu-paper.yaml")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", default="benchmarks/results/train_flops.json")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Time one TagGAN training step (D step + penalty + G step + EMA) per backend.
 
 Usage:
-    python benchmarks/train_step.py [--recipe recipes/getchu.yaml] [--steps 5]
+    python benchmarks/train_step.py [--recipe recipes/getchu-paper.yaml] [--steps 5]
         [--batch-size 64] [--backends tensorflow,jax] [--out benchmarks/results/train_step.json]
 
 Each backend runs in its own process (Keras picks its backend at import). The first step
@@ -83,7 +83,7 @@ def run(backend, recipe, batch, steps, overrides=()):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="recipes/getchu.yaml")
+    parser.add_argument("--recipe", default="recipes/getchu-paper.yaml")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
     parser.add_argument("--backends", default="tensorflow,jax")

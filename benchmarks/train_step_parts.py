@@ -1,7 +1,7 @@
 """One TagGAN training step split into its parts, on TensorFlow or JAX.
 
 Usage:
-    [KERAS_BACKEND=jax] python benchmarks/train_step_parts.py [--recipe recipes/getchu.yaml]
+    [KERAS_BACKEND=jax] python benchmarks/train_step_parts.py [--recipe recipes/getchu-paper.yaml]
         [--batch-size 64] [--runs 3] [--out benchmarks/results/train_step_parts.json]
 
 The backend is Keras's (`KERAS_BACKEND`, TensorFlow when unset).
@@ -90,7 +90,7 @@ def jax_parts(gan, images, tags):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="recipes/getchu.yaml")
+    parser.add_argument("--recipe", default="recipes/getchu-paper.yaml")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/train_step_parts.json")

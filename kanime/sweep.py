@@ -357,9 +357,10 @@ def summarize(run_dir, evaluation=None, min_support: int = 20, step=None, batch_
             batch_size = yaml.safe_load(f)["training"]["batch_size"]
     seconds = [row["perf/seconds_per_step"] for row in rows if "perf/seconds_per_step" in row]
     gp = [value for _, value in curves["gp"]]
-    tags = ratios = fid = None
+    tags = ratios = fid = checkerboard = None
     if evaluation is not None:
         fid = evaluation["fid"]["value"]
+        checkerboard = (evaluation.get("checkerboard") or {}).get("generated")
         precision = evaluation.get("precision")
         if precision:
             keep = ("group", "generated", "real", "real_support")
@@ -371,6 +372,7 @@ def summarize(run_dir, evaluation=None, min_support: int = 20, step=None, batch_
         "images_seen": step * batch_size if batch_size is not None else None,
         "seconds_per_step": statistics.median(seconds) if seconds else None,
         "fid": fid,
+        "checkerboard": checkerboard,
         "ratios": ratios,
         "gp_final": _last(curves["gp"]),
         "gp_max": max(gp) if gp else None,
@@ -428,6 +430,7 @@ def _cached_evaluation(run_dir: Path, heldout, tagger, n, per_tag) -> dict | Non
             and result["fid"]["features"] == "tagger"
             and precision.get("per_tag") == int(per_tag)
             and precision.get("tagger") == str(tagger)
+            and "checkerboard" in result
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -589,15 +592,16 @@ def summary_table(result: dict) -> str:
     Examples:
         >>> row = {"name": "baseline", "step": 4, "diverged": False, "stopped_at": None,
         ...        "summary": {"images_seen": 32, "ratios": None, "fid": None, "gp_final": 0.5,
-        ...                    "gp_max": 1.0, "d_real_logit_final": None,
+        ...                    "gp_max": 1.0, "d_real_logit_final": None, "checkerboard": 1.5,
         ...                    "d_fake_logit_final": None, "seconds_per_step": 0.25}}
         >>> print(summary_table({"variants": [row]}).splitlines()[-1])
-        | baseline | 4 | 32 | no | - | - | - | - | 0.5 | 1 | - | - | 0.250 |
+        | baseline | 4 | 32 | no | - | - | - | - | 1.5 | 0.5 | 1 | - | - | 0.250 |
     """
     lines = [
         "| Variant | Steps | Images seen | Diverged | Hair / ceiling | Eye / ceiling "
-        "| Other / ceiling | FID | Final gp | Max gp | D real logit | D fake logit | s/step |",
-        "| --- | ---: | ---: | --- |" + " ---: |" * 9,
+        "| Other / ceiling | FID | Checkerboard | Final gp | Max gp | D real logit "
+        "| D fake logit | s/step |",
+        "| --- | ---: | ---: | --- |" + " ---: |" * 10,
     ]
     for row in result["variants"]:
         s = row["summary"]
@@ -612,7 +616,8 @@ def summary_table(result: dict) -> str:
         cells = [
             row["name"], str(row["step"]), images, diverged,
             *(_number(ratios.get(key)) for key in RATIO_GROUPS),
-            _general(s["fid"]), _general(s["gp_final"]), _general(s["gp_max"]),
+            _general(s["fid"]), _general(s.get("checkerboard")),
+            _general(s["gp_final"]), _general(s["gp_max"]),
             _general(s["d_real_logit_final"]), _general(s["d_fake_logit_final"]),
             _number(s["seconds_per_step"]),
         ]  # fmt: skip

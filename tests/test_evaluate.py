@@ -311,6 +311,8 @@ def test_evaluate_writes_json_markdown_and_chart(tmp_path):
     assert saved["fid"] == result["fid"] and saved["fid"]["n_real"] == 24
     assert saved["precision"]["mean_generated"] > 0.95
     assert saved["precision"]["mean_real"] == 1.0
+    board = saved["checkerboard"]  # procedural faces both: alike, and smooth
+    assert board["faces"] == 24 and board["generated"] == pytest.approx(board["real"], rel=0.5)
     table = (out / "evaluation.md").read_text()
     assert "| Tag | Precision (generated) | Precision (real) |" in table
     assert table.count("\n| ") == len(PAPER_TAGS) + 3  # header, rule, 34 tags, the mean

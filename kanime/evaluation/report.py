@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from kanime.atomic import atomic_path
+from kanime.evaluation.checkerboard import checkerboard_score
 from kanime.evaluation.fid import (
     FeatureExtractor,
     Statistics,
@@ -49,6 +50,7 @@ JSON_FILE = "evaluation.json"
 TABLE_FILE = "evaluation.md"
 CHART_FILE = "evaluation.png"
 CHUNK = 500  # generated faces held in memory at once
+CHECKERBOARD_FACES = 256  # generated and real faces whose spectra give the checkerboard score
 
 
 class _Steps:
@@ -225,6 +227,13 @@ def evaluate(
             },
             "precision": None,
         }
+        some = min(CHECKERBOARD_FACES, len(images))
+        sample = generator(generator.noise(np.arange(some)), prompt_tags[:some], batch_size)
+        result["checkerboard"] = {
+            "generated": checkerboard_score(sample),
+            "real": checkerboard_score(images[:some]),
+            "faces": some,
+        }
         if tagger is not None:
             total = per_tag * len(vocabulary)
             generated = tag_precision(
@@ -289,6 +298,13 @@ def markdown_table(result: dict) -> str:
         f"real faces of {result['data']}): **{fid['value']:.2f}**",
         "",
     ]
+    board = result.get("checkerboard")
+    if board:
+        lines += [
+            f"Checkerboard score (`kanime.evaluation.checkerboard`, about 1 without one): "
+            f"{board['generated']:.2f} generated, {board['real']:.2f} real",
+            "",
+        ]
     precision = result.get("precision")
     if precision:
         lines += [
