@@ -187,6 +187,9 @@ class GeneratorConfig:
             `"default"` (Glorot uniform, the paper) or `"icnr"` (the four
             sub-pixels of each output pixel start equal, so a new generator
             draws no checkerboard; Aitken et al., 2017).
+        upsample: `"subpixel"` (the paper: convolution, then pixel shuffle) or
+            `"resize"` (nearest-neighbour upsampling, then a convolution to
+            `upsample_channels / 4`: the same cost, and no checkerboard).
 
     Examples:
         >>> GeneratorConfig().num_blocks
@@ -198,6 +201,7 @@ class GeneratorConfig:
     upsample_channels: int = _field(256, _AT_LEAST_1)
     activation: Literal["prelu", "relu"] = "prelu"
     upsample_init: Literal["default", "icnr"] = "default"
+    upsample: Literal["subpixel", "resize"] = "subpixel"
 
 
 @dataclasses.dataclass

@@ -122,3 +122,28 @@ def test_icnr_upsampling_starts_without_checkerboard():
     assert not np.allclose(out[:, 0::2, 0::2], out[:, 1::2, 1::2], atol=1e-3)
     with pytest.raises(ValueError, match="upsample_init"):
         Generator(32, upsample_init="zeros")
+
+
+def test_resize_upsampling_generator_runs_everywhere_the_plain_one_does(tmp_path):
+    import keras
+
+    from kanime.inference import CharacterGenerator
+    from kanime.models import Generator
+
+    g = Generator(32, channels=8, num_blocks=1, upsample_channels=32, upsample="resize")
+    assert g.get_layer("resize_0_conv").filters == 8  # a quarter of upsample_channels
+    assert Generator.from_config(g.get_config()).upsample == "resize"
+    z = np.random.default_rng(0).standard_normal((2, 128)).astype("float32")
+    tags = np.zeros((2, 34), "float32")
+    expected = g.predict([z, tags], verbose=0)
+    assert expected.shape == (2, 32, 32, 3)
+    # The engines that rewrite sub-pixel blocks leave it alone and give its own output.
+    characters = CharacterGenerator(g)
+    assert characters.engine == "keras"
+    want = np.round((expected + 1) * 127.5)
+    np.testing.assert_allclose(characters(z, tags).astype("float32"), want, atol=1)
+    save_model_atomic(g, tmp_path / "g.keras")
+    loaded = keras.saving.load_model(tmp_path / "g.keras")
+    np.testing.assert_allclose(loaded.predict([z, tags], verbose=0), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="upsample_init='icnr'"):
+        Generator(32, upsample="resize", upsample_init="icnr")

@@ -9,12 +9,14 @@ from kanime.models.layers import (
     activation_layer,
     generator_residual_block,
     icnr_kernel,
+    resize_upsample,
     subpixel_upsample,
 )
 from kanime.models.validation import check_positive_int, check_resolution
 
 NUM_UPSAMPLES = 3
 UPSAMPLE_INITS = ("default", "icnr")
+UPSAMPLES = ("subpixel", "resize")
 
 
 @keras.saving.register_keras_serializable(package="kanime")
@@ -42,6 +44,11 @@ class Generator(keras.Model):
             a nearest-neighbour upsampling and draws no checkerboard (Aitken et
             al., "Checkerboard artifact free sub-pixel convolution", 2017). Only
             the starting weights differ; the layers are the same.
+        upsample: `"subpixel"` (the paper: convolution then pixel shuffle) or
+            `"resize"` (nearest-neighbour upsampling then a convolution to
+            `upsample_channels / 4`: the same multiply-adds, and no sub-pixels to
+            disagree, so no checkerboard). Its blocks are named `resize_{i}`, so
+            the inference engines that rewrite the sub-pixel blocks leave it as it is.
         **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
 
     Examples:
@@ -68,6 +75,7 @@ class Generator(keras.Model):
         activation="prelu",
         tag_encoding="binary",
         upsample_init="default",
+        upsample="subpixel",
         **kwargs,
     ):
         check_resolution(resolution)
@@ -88,6 +96,15 @@ class Generator(keras.Model):
             raise ValueError(
                 f"`upsample_init` must be one of {UPSAMPLE_INITS}. "
                 f"Received: upsample_init={upsample_init!r}"
+            )
+        if upsample not in UPSAMPLES:
+            raise ValueError(
+                f"`upsample` must be one of {UPSAMPLES}. Received: upsample={upsample!r}"
+            )
+        if upsample == "resize" and upsample_init == "icnr":
+            raise ValueError(
+                "`upsample_init='icnr'` initialises sub-pixel convolutions; with "
+                "`upsample='resize'` there are none. Use upsample_init='default'."
             )
         base = resolution // 2**NUM_UPSAMPLES
 
@@ -114,7 +131,10 @@ class Generator(keras.Model):
         h = activation_layer(activation, name="trunk_act")(h)
         h = layers.Add(name="trunk_skip")([h, skip])
         for i in range(NUM_UPSAMPLES):
-            h = subpixel_upsample(h, upsample_channels, activation, name=f"upsample_{i}")
+            if upsample == "resize":
+                h = resize_upsample(h, upsample_channels // 4, activation, name=f"resize_{i}")
+            else:
+                h = subpixel_upsample(h, upsample_channels, activation, name=f"upsample_{i}")
         h = layers.Conv2D(3, 9, padding="same", name="to_rgb")(h)
         images = layers.Activation("tanh", dtype="float32", name="images")(h)
         super().__init__(inputs=[z, tags], outputs=images, **kwargs)
@@ -133,6 +153,7 @@ class Generator(keras.Model):
         self.activation = activation
         self.tag_encoding = tag_encoding
         self.upsample_init = upsample_init
+        self.upsample = upsample
 
     def get_config(self):
         return {
@@ -147,6 +168,7 @@ class Generator(keras.Model):
             "activation": self.activation,
             "tag_encoding": self.tag_encoding,
             "upsample_init": self.upsample_init,
+            "upsample": self.upsample,
         }
 
     @classmethod

@@ -55,6 +55,20 @@ def subpixel_upsample(x, channels, activation, name):
     return activation_layer(activation, name=f"{name}_act")(h)
 
 
+def resize_upsample(x, channels, activation, name):
+    """Nearest-neighbour upsampling x2, conv3x3 to `channels`, BN, PReLU.
+
+    The alternative to `subpixel_upsample` that cannot draw a checkerboard: every
+    output pixel comes from one kernel (Odena et al., "Deconvolution and
+    Checkerboard Artifacts", Distill 2016). With `channels` a quarter of the
+    sub-pixel block's, it gives the same output width for the same multiply-adds.
+    """
+    h = layers.UpSampling2D(SHUFFLE_FACTOR, interpolation="nearest", name=f"{name}_up")(x)
+    h = layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv")(h)
+    h = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(h)
+    return activation_layer(activation, name=f"{name}_act")(h)
+
+
 def icnr_kernel(shape, factor, seed=None):
     """An ICNR starting kernel for a convolution followed by `pixel_shuffle(factor)`.
 

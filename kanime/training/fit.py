@@ -130,6 +130,7 @@ def _models(recipe: Recipe):
         activation=m.generator.activation,
         tag_encoding=m.tag_encoding,
         upsample_init=m.generator.upsample_init,
+        upsample=m.generator.upsample,
         name="generator",
     )
     discriminator = Discriminator(
