@@ -232,7 +232,8 @@ def fake_evaluate(calls):
         assert out == run_dir / "evaluation" and features == "tagger"
         precision = {"per_tag": per_tag, "tagger": str(tagger), "tags": TAGS}
         result = {"data": str(heldout), "precision": precision,
-                  "fid": {"value": 3.5, "n_generated": n, "features": "tagger"}}  # fmt: skip
+                  "fid": {"value": 3.5, "n_generated": n, "features": "tagger"},
+                  "checkerboard": {"generated": 1.5, "real": 1.2, "faces": n}}  # fmt: skip
         out.mkdir(exist_ok=True)
         (out / "evaluation.json").write_text(json.dumps(result))
         return result
