@@ -217,8 +217,10 @@ def test_two_workers_train_like_one_device_on_the_global_batch(tmp_path):
         assert set(a) == set(b0) == set(b1)
         for name in a:
             assert np.isfinite(a[name]) and np.isfinite(b0[name]), (step, name, a, b0)
-            assert b1[name] == pytest.approx(b0[name], rel=1e-6), (step, name, b0[name], b1)
-            assert b0[name] == pytest.approx(a[name], rel=1e-5), (step, name, a[name], b0[name])
+            # abs: the mean D logits sit near 0 (a mean of +-0.05 logits), where sums in
+            # another order differ by ~1e-7.
+            assert b1[name] == pytest.approx(b0[name], rel=1e-6, abs=1e-7), (step, name, b1)
+            assert b0[name] == pytest.approx(a[name], rel=1e-5, abs=1e-6), (step, name, a, b0)
 
     # Every variable (weights, EMA, batch-norm statistics, optimizer and seed state) is the
     # same on both workers and ends where one device puts it, up to 1e-3 of the distance it
