@@ -115,14 +115,18 @@ def _extractor(features, tagger_path, inception_weights, batch_size) -> FeatureE
     )
 
 
-def generated_statistics(generator, tags, extractor, first_seed=0, batch_size=64, progress=None):
+def generated_statistics(generator, tags, extractor, first_seed=0, batch_size=64, progress=None,
+                         on_images=None):
     """Feature statistics of faces generated for the rows of `tags`, noise seeds
-    `first_seed + [0, n)`, made and measured `CHUNK` faces at a time."""
+    `first_seed + [0, n)`, made and measured `CHUNK` faces at a time; `on_images`, when
+    given, is called with each chunk of faces."""
     features = []
     for start in range(0, len(tags), CHUNK):
         rows = tags[start : start + CHUNK]
         z = generator.noise(first_seed + start + np.arange(len(rows)))
         images = generator(z, rows, batch_size=batch_size)
+        if on_images is not None:
+            on_images(images)
         features.append(extractor.features(images))
         if progress is not None:
             progress(len(rows))
@@ -208,9 +212,12 @@ def evaluate(
                                  len(images)),
         )  # fmt: skip
         prompt_tags = real_tags[np.arange(n) % len(real_tags)]
+        some = min(CHECKERBOARD_FACES, len(images))
+        first = []  # the first generated faces, for the checkerboard score
         fake_stats = generated_statistics(
             generator, prompt_tags, extractor, batch_size=batch_size,
             progress=steps.stage(f"{extractor.name} features of {n} generated faces", n),
+            on_images=lambda chunk: first or first.append(chunk[:some]),
         )  # fmt: skip
         result = {
             "generator": str(generator_path) if generator_path else type(generator).__name__,
@@ -227,10 +234,8 @@ def evaluate(
             },
             "precision": None,
         }
-        some = min(CHECKERBOARD_FACES, len(images))
-        sample = generator(generator.noise(np.arange(some)), prompt_tags[:some], batch_size)
         result["checkerboard"] = {
-            "generated": checkerboard_score(sample),
+            "generated": checkerboard_score(first[0]),
             "real": checkerboard_score(images[:some]),
             "faces": some,
         }
