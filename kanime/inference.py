@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kanime.images import to_uint8
 from kanime.tags import PAPER_TAGS, TagVocabulary
-from kanime.viz.grids import to_uint8
 
 
 class CharacterGenerator:

@@ -29,28 +29,24 @@ def lerp(a, b, t) -> np.ndarray:
 def slerp(a, b, t) -> np.ndarray:
     """Spherical linear interpolation from `a` to `b` for each `t`: `(len(t), d)` float32.
 
-    The points turn from the direction of `a` to that of `b` at constant angular speed, and
-    their norm moves from `|a|` to `|b|`. Nearly parallel (or zero) vectors fall back to
-    `lerp`.
+    The standard form `sin((1 - t) w) / sin(w) * a + sin(t w) / sin(w) * b`, with `w` the
+    angle between `a` and `b`: the path keeps the length of Gaussian noise, where a straight
+    line between two noise vectors passes through shorter, atypical ones. `t = 0` gives `a`
+    and `t = 1` gives `b`. Parallel (or zero) vectors fall back to `lerp`.
 
     Examples:
-        >>> points = slerp([1.0, 0.0], [0.0, 1.0], [0.0, 0.5, 1.0])
-        >>> bool(np.allclose(points, [[1.0, 0.0], [0.7071, 0.7071], [0.0, 1.0]], atol=1e-4))
-        True
+        >>> slerp([1.0, 0.0], [0.0, 1.0], [0.0, 0.5, 1.0]).astype("float64").round(4).tolist()
+        [[1.0, 0.0], [0.7071, 0.7071], [0.0, 1.0]]
     """
-    a, b = np.asarray(a, "float64"), np.asarray(b, "float64")
-    t = np.asarray(t, "float64").reshape(-1, 1)
-    norm_a, norm_b = np.linalg.norm(a), np.linalg.norm(b)
-    if norm_a < 1e-12 or norm_b < 1e-12:
-        return lerp(a, b, t)
-    cos = np.clip(np.dot(a / norm_a, b / norm_b), -1.0, 1.0)
-    omega = np.arccos(cos)
+    a = np.asarray(a, "float64").reshape(-1)
+    b = np.asarray(b, "float64").reshape(-1)
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    omega = np.arccos(np.clip(a @ b / norms, -1.0, 1.0)) if norms > 0 else 0.0
     if np.sin(omega) < 1e-6:
         return lerp(a, b, t)
-    direction = (np.sin((1.0 - t) * omega) * a / norm_a + np.sin(t * omega) * b / norm_b) / (
-        np.sin(omega)
-    )
-    return (direction * ((1.0 - t) * norm_a + t * norm_b)).astype("float32")
+    t = np.asarray(t, "float64").reshape(-1, 1)
+    wa, wb = np.sin((1.0 - t) * omega) / np.sin(omega), np.sin(t * omega) / np.sin(omega)
+    return (wa * a + wb * b).astype("float32")
 
 
 def transition(z_start, z_end, tags_start, tags_end, frames: int, method: str = "slerp"):

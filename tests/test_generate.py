@@ -10,7 +10,9 @@ from conftest import ROOT
 from typer.testing import CliRunner
 
 from kanime.cli import app
+from kanime.images import image_grid
 from kanime.inference import CharacterGenerator
+from kanime.interpolation import slerp
 from kanime.models import Generator
 from kanime.models.export import save_model_atomic
 from kanime.viz.generate import (
@@ -20,12 +22,10 @@ from kanime.viz.generate import (
     labelled_grid,
     parse_seeds,
     seed_interpolation_plan,
-    slerp,
     tag_interpolation_plan,
     tags_slug,
     vary_plan,
 )
-from kanime.viz.grids import image_grid
 
 runner = CliRunner()
 TILE = 32 + 2  # a 32-pixel image and the grid's 2-pixel padding

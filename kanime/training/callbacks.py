@@ -12,11 +12,11 @@ import warnings
 
 import keras
 
+from kanime.images import image_grid, save_png, to_uint8
 from kanime.models.export import save_model_atomic
 from kanime.training import distribute
 from kanime.training.checkpoint import model_state_variables, save_state, save_variables
 from kanime.training.metrics_log import append_metrics
-from kanime.viz.grids import image_grid, save_png, to_uint8
 
 
 class SummaryWriter:

@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 
 from kanime.data.batches import ArrayBatches
+from kanime.images import conditioning_grid_inputs
 from kanime.models import Discriminator, Generator
 from kanime.recipe import Recipe, RecipeError, dump_recipe, load_recipe, recipe_from_dict
 from kanime.training import distribute
@@ -28,7 +29,6 @@ from kanime.training.callbacks import ProgressBar, RunMonitor, finite_or_raise
 from kanime.training.checkpoint import CheckpointError, load_state, read_meta
 from kanime.training.gan import TagGAN
 from kanime.training.metrics_log import drop_logs_after, read_metrics
-from kanime.viz.grids import conditioning_grid_inputs
 
 # The parts of a recipe that fix the shapes of the variables a backup holds.
 SHAPE_KEYS = ("model", "tags")

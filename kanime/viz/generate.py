@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kanime.viz.grids import image_grid, save_png
+from kanime.images import image_grid, save_png
+from kanime.interpolation import lerp, slerp
 
 MAX_SEEDS = 10_000
 """The most seeds one call may ask for."""
@@ -176,47 +177,6 @@ def image_filename(seed: int, names) -> str:
         'seed0012.png'
     """
     return _stem(seed, names) + ".png"
-
-
-def slerp(a, b, t) -> np.ndarray:
-    """Spherical interpolation from vector `a` to vector `b` at fractions `t`.
-
-    The path keeps the length of Gaussian noise (a straight line between two
-    noise vectors passes through shorter, atypical ones). `t = 0` gives `a`
-    and `t = 1` gives `b` exactly. Parallel vectors fall back to a straight line.
-
-    Args:
-        a: the start vector `(d,)`.
-        b: the end vector `(d,)`.
-        t: a fraction or a sequence of fractions in [0, 1].
-
-    Returns:
-        float32 `(len(t), d)`.
-
-    Examples:
-        >>> a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
-        >>> slerp(a, b, [0.0, 0.5, 1.0]).astype("float64").round(4).tolist()
-        [[1.0, 0.0], [0.7071, 0.7071], [0.0, 1.0]]
-    """
-    a = np.asarray(a, "float64").reshape(-1)
-    b = np.asarray(b, "float64").reshape(-1)
-    t = np.asarray(t, "float64").reshape(-1, 1)
-    norms = np.linalg.norm(a) * np.linalg.norm(b)
-    cos = np.clip(a @ b / norms, -1.0, 1.0) if norms > 0 else 1.0
-    omega = np.arccos(cos)
-    if np.sin(omega) < 1e-6:
-        wa, wb = 1.0 - t, t
-    else:
-        wa, wb = np.sin((1.0 - t) * omega) / np.sin(omega), np.sin(t * omega) / np.sin(omega)
-    return (wa * a + wb * b).astype("float32")
-
-
-def lerp(a, b, t) -> np.ndarray:
-    """Straight-line interpolation from `a` to `b` at fractions `t`: float32 `(len(t), d)`."""
-    a = np.asarray(a, "float64").reshape(-1)
-    b = np.asarray(b, "float64").reshape(-1)
-    t = np.asarray(t, "float64").reshape(-1, 1)
-    return ((1.0 - t) * a + t * b).astype("float32")
 
 
 @dataclasses.dataclass
@@ -494,11 +454,9 @@ __all__ = [
     "generate",
     "image_filename",
     "labelled_grid",
-    "lerp",
     "parse_seed_pair",
     "parse_seeds",
     "seed_interpolation_plan",
-    "slerp",
     "tag_interpolation_plan",
     "tags_slug",
     "vary_plan",

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from kanime.images import conditioning_grid_inputs, image_grid, save_png, to_uint8
 from kanime.tags import PAPER_TAGS
-from kanime.viz.grids import conditioning_grid_inputs, image_grid, save_png, to_uint8
 
 
 def test_image_grid_places_tiles_row_major():

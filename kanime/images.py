@@ -1,4 +1,4 @@
-"""Image grids: one row per tag value, one column per noise vector."""
+"""Image helpers every layer shares: [-1, 1] floats to bytes, grids, PNG files, grid inputs."""
 
 import numpy as np
 
