@@ -2,7 +2,7 @@
 
 import keras
 
-from kanime.models.winograd import WinogradConv2D, WinogradF4x4Conv2D
+from kanime.inference.winograd import WinogradConv2D, WinogradF4x4Conv2D
 
 
 def forward_flops(model):

@@ -15,7 +15,7 @@ fresh process per backend, in forms that take turns so that all see the same mac
 - `fused_winograd` on TensorFlow, `fused_direct` on JAX: the other choice of
   `fuse_generator`'s `winograd`, to show what Winograd's algorithm gives on each backend;
 - `tflite`, where `CharacterGenerator`'s default engine picks it (TensorFlow on a CPU):
-  the generator converted by `kanime.tflite.to_tflite` and run by TensorFlow Lite's
+  the generator converted by `kanime.inference.tflite.to_tflite` and run by TensorFlow Lite's
   XNNPACK kernels on all cores (`TFLiteGenerator`). Its conversion time is reported too.
 
 The first call of each (tracing, compiling) is reported apart; after 2 more warm-up calls the
@@ -42,9 +42,9 @@ import keras, numpy as np
 from flops import forward_flops
 from kanime.inference import CharacterGenerator
 from kanime.models import Generator
-from kanime.models.fused import fuse_generator
-from kanime.models.winograd import WinogradConv2D
-from kanime.tflite import prepare_for_tflite
+from kanime.inference.fused import fuse_generator
+from kanime.inference.winograd import WinogradConv2D
+from kanime.inference.tflite import prepare_for_tflite
 
 runs = int(sys.argv[1])
 

@@ -37,7 +37,7 @@ import keras, numpy as np
 from keras import ops
 from flops import forward_flops
 from kanime.models import Generator
-from kanime.models.fused import fuse_generator, space_to_depth_kernel
+from kanime.inference.fused import fuse_generator, space_to_depth_kernel
 
 CUTS = {"project": "project_act", "trunk": "trunk_skip", "upsample_0": "upsample_0_act",
         "upsample_1": "upsample_1_act", "upsample_2": "upsample_2_act", "to_rgb": None}

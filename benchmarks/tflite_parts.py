@@ -1,10 +1,10 @@
-"""Where TensorFlow Lite's time goes at batch 1, and the forms `kanime.tflite` did not take.
+"""Where TensorFlow Lite's time goes at batch 1, and the forms kanime's TFLite engine did not take.
 
 Usage:
     python benchmarks/tflite_parts.py [--runs 40] [--out benchmarks/results/tflite_parts.json]
 
 The paper-size generator (`kanime.models.Generator(resolution=128)`, random weights) is
-prepared as `kanime.tflite.to_tflite` prepares it (`prepare_for_tflite`) and cut after
+prepared as `kanime.inference.tflite.to_tflite` prepares it (`prepare_for_tflite`) and cut after
 `project_act`, `trunk_skip`, `upsample_{0,1}_act`, `upsample_2_conv`, `upsample_2_act`,
 `to_rgb` (the padded RGB convolution) and at its output (its `tanh`). Every prefix is
 converted (`keras_to_tflite`) and run by TensorFlow Lite's interpreter on all cores at batch
@@ -35,8 +35,8 @@ import keras, numpy as np
 import tensorflow as tf
 from flops import forward_flops
 from kanime.models import Generator
-from kanime.models.fused import fuse_generator
-from kanime.tflite import images_from_subpixels, keras_to_tflite, prepare_for_tflite
+from kanime.inference.fused import fuse_generator
+from kanime.inference.tflite import images_from_subpixels, keras_to_tflite, prepare_for_tflite
 
 runs = int(sys.argv[1])
 CUTS = ["project_act", "trunk_skip", "upsample_0_act", "upsample_1_act", "upsample_2_conv",

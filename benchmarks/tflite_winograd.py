@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/tflite_winograd.py [--runs 60] [--out benchmarks/results/tflite_winograd.json]
 
-Which of the generator's 3x3 convolutions `kanime.tflite.prepare_for_tflite` gives to
+Which of the generator's 3x3 convolutions `kanime.inference.tflite.prepare_for_tflite` gives to
 Winograd's F(4x4, 3x3). The paper generator's four kinds of 3x3 convolution are measured:
 the residual blocks' (16x16, 64 -> 64 channels) and the upsampling blocks' at
 16x16, 32x32 and 64x64 (64 -> 256 channels; the 64x64 one is the model's largest layer).
@@ -12,9 +12,9 @@ by `tf.function`, converted by `tf.lite.TFLiteConverter` and run by TensorFlow L
 interpreter (XNNPACK) on 2 threads, all forms taking turns in warm rounds of 5 calls:
 
 - `direct`: `keras.layers.Conv2D(filters, 3, padding="same")`;
-- `F(2x2,3x3)`: `kanime.models.winograd.WinogradConv2D` (16 slices of the input, sums
+- `F(2x2,3x3)`: `kanime.inference.winograd.WinogradConv2D` (16 slices of the input, sums
   and one batched matrix product; 2.25 times fewer multiply-adds);
-- `F(4x4,3x3)`: `kanime.models.winograd.WinogradF4x4Conv2D` (a depthwise convolution,
+- `F(4x4,3x3)`: `kanime.inference.winograd.WinogradF4x4Conv2D` (a depthwise convolution,
   two matrix products and two transposes; 4 times fewer multiply-adds).
 
 Each form's largest difference from `direct`, relative to `direct`'s largest output, is
@@ -30,7 +30,7 @@ WORKER = r"""
 import json, statistics, sys, time, warnings
 import keras, numpy as np
 import tensorflow as tf
-from kanime.models.winograd import WinogradConv2D, WinogradF4x4Conv2D, winograd_kernel
+from kanime.inference.winograd import WinogradConv2D, WinogradF4x4Conv2D, winograd_kernel
 
 warnings.filterwarnings("ignore")  # tf.lite.Interpreter's deprecation
 runs = int(sys.argv[1])
@@ -41,7 +41,7 @@ LAYERS = {"residual_16x16_64_to_64": (16, 64, 64), "upsample_16x16_64_to_256": (
 def interpreter(layer, weights, x):
     inputs = keras.Input(x.shape[1:])
     model = keras.Model(inputs, layer(inputs))
-    weights = [tf.constant(w) for w in weights]  # as `kanime.tflite.keras_to_tflite` does
+    weights = [tf.constant(w) for w in weights]  # as `kanime.inference.tflite.keras_to_tflite` does
 
     @tf.function(input_signature=[tf.TensorSpec(x.shape, tf.float32)])
     def f(x):

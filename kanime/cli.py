@@ -1,14 +1,29 @@
 """The `kanime` command line. Each command is a thin wrapper over a plain function."""
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is not for users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from kanime import __version__
+from kanime.data.prepare import prepare as run_prepare
+from kanime.data.review import apply_rejects, contact_sheets
+from kanime.evaluation.report import FEATURES
+from kanime.evaluation.report import evaluate as run_evaluate
+from kanime.inference import CharacterGenerator
+from kanime.recipe import RecipeError, TaggerRecipe, load_recipe
+from kanime.run.callbacks import TrainingStoppedError
+from kanime.serve.app import is_loopback
+from kanime.serve.app import serve as run_serve
+from kanime.sweep import summary_table
+from kanime.sweep import sweep as run_sweep
+from kanime.tagger import fit_tagger as run_fit_tagger
+from kanime.tagger.apply import Tagger, tag_folder
+from kanime.training.fit import backup_step
+from kanime.training.fit import fit as run_fit
+from kanime.viz.generate import generate as run_generate
+from kanime.viz.tsne import tsne as run_tsne
 
 app = typer.Typer(
     name="kanime",
@@ -27,7 +42,6 @@ def _load_tagger(path, **options):
     """A `Tagger`, its load-time warnings (tags it cannot score) shown as plain lines."""
     import warnings
 
-    from kanime.data.tagging import Tagger
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -81,7 +95,6 @@ def fit(
     progress: ProgressOption = True,
 ):
     """Train a recipe; running it again on a stopped run resumes from its last backup."""
-    from kanime.recipe import RecipeError, load_recipe
 
     try:
         resolved = load_recipe(recipe, overrides or ())
@@ -93,9 +106,6 @@ def fit(
         typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
         return
 
-    from kanime.training.callbacks import TrainingStoppedError
-    from kanime.training.fit import backup_step
-    from kanime.training.fit import fit as run_fit
 
     target = run_dir or Path("runs") / resolved.name
     try:
@@ -158,7 +168,6 @@ def prepare(
     Every input not used becomes a row of OUT/rejected.jsonl with its reason; running the
     command again skips the inputs already done.
     """
-    from kanime.data.prepare import prepare as run_prepare
 
     if min_year is not None and metadata is None:
         _fail("--min-year needs --metadata CSV (columns filename,year).", 2)
@@ -203,7 +212,6 @@ def tag(
 
     Images that cannot be read are skipped and listed with the reason.
     """
-    from kanime.data.tagging import tag_folder
 
     try:
         model = _load_tagger(tagger, threshold=threshold, batch_size=batch_size)
@@ -229,7 +237,6 @@ def review(
     per_sheet: Annotated[int, typer.Option(help="Faces per contact sheet.")] = 100,
 ):
     """Write contact sheets of the crops with their ids, or remove the ids listed in --reject."""
-    from kanime.data.review import apply_rejects, contact_sheets
 
     if not (out / "manifest.jsonl").is_file():
         _fail(f"{out} is not a dataset made by `kanime prepare` (no manifest.jsonl in it).", 2)
@@ -257,7 +264,6 @@ def fit_tagger(
     """Train the multi-label tagger of a recipe on tagged faces; print per-tag precision and
     recall on the held-out faces. Running it again on a stopped run resumes from its last backup.
     """
-    from kanime.recipe import RecipeError, TaggerRecipe, load_recipe
 
     try:
         resolved = load_recipe(recipe, overrides or (), recipe_type=TaggerRecipe)
@@ -269,9 +275,6 @@ def fit_tagger(
         typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
         return
 
-    from kanime.data.tagger import fit_tagger as run_fit_tagger
-    from kanime.training.callbacks import TrainingStoppedError
-    from kanime.training.fit import backup_step
 
     target = run_dir or Path("runs") / resolved.name
     try:
@@ -325,12 +328,11 @@ def tsne(
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
 ):
     """Project N faces to 2-D with t-SNE; draw them as thumbnails and as hair-colour points."""
-    from kanime.viz.tsne import tsne as run
 
     if out is None:
         out = Path("runs/tsne") if data == "procedural" else Path(data) / "tsne"
     try:
-        result = run(
+        result = run_tsne(
             data, out, tagger=tagger, n=n, perplexity=perplexity, seed=seed,
             image_size=size, progress=progress,
         )  # fmt: skip
@@ -382,10 +384,9 @@ def generate(
     """Make faces from seeds and tags: one PNG per seed, or a grid with --vary, --interpolate
     or --to-tags. The same seed and tags always give the same image.
     """
-    from kanime.viz.generate import generate as run
 
     try:
-        paths = run(
+        paths = run_generate(
             generator, out, seeds=seeds, tags=tags, vary=vary, interpolate=interpolate,
             to_tags=to_tags, steps=steps, scale=scale, progress=progress, engine=engine.value,
         )  # fmt: skip
@@ -446,8 +447,6 @@ def evaluate(
     """
     import warnings
 
-    from kanime.evaluation.report import FEATURES
-    from kanime.evaluation.report import evaluate as run
 
     if features not in FEATURES:
         _fail(f"--features must be one of {', '.join(FEATURES)}. Received: {features!r}", 2)
@@ -464,7 +463,7 @@ def evaluate(
         with warnings.catch_warnings():  # restores showwarning on exit
             warnings.simplefilter("always", UserWarning)
             warnings.showwarning = show_warning
-            result = run(
+            result = run_evaluate(
                 generator, data, n=n, tagger=tagger, out=out, per_tag=per_tag,
                 features=features, inception_weights=inception_weights, batch_size=batch_size,
                 seed=seed, progress=progress,
@@ -543,15 +542,12 @@ def sweep(
     tagger, and write sweep.md, sweep.json, grids.png and curves.png. Running it again resumes
     the runs that stopped and skips the finished ones.
     """
-    from kanime.recipe import RecipeError
-    from kanime.sweep import summary_table
-    from kanime.sweep import sweep as run
 
     if (heldout is None) != (tagger is None):
         _fail("--heldout and --tagger go together: give both to evaluate, or neither.", 2)
     target = out or Path("runs") / f"sweep-{recipe.stem}"
     try:
-        result = run(
+        result = run_sweep(
             recipe, target, sets=sets or (), variants=variants or (), steps=steps,
             heldout=heldout, tagger=tagger, n=n, per_tag=per_tag, min_support=min_support,
             progress=progress, log=typer.echo,
@@ -576,9 +572,6 @@ def serve(
     engine: EngineOption = Engine.auto,
 ):
     """Serve the web page: pick tags, generate characters, morph between them."""
-    from kanime.inference import CharacterGenerator
-    from kanime.serve.app import is_loopback
-    from kanime.serve.app import serve as run
 
     try:
         characters = CharacterGenerator.load(generator, engine=engine.value)
@@ -594,7 +587,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     runs = {"tflite": "TensorFlow Lite", "keras": "Keras"}[characters.engine]
     typer.echo(f"Serving {generator} ({runs}) on http://{shown}:{port}/ (Ctrl-C stops it)")
-    run(characters, host=host, port=port)
+    run_serve(characters, host=host, port=port)
 
 
 @app.command()
@@ -602,7 +595,6 @@ def version():
     """Print the versions of kanime, Keras and the backend."""
     import keras
 
-    from kanime import __version__
 
     typer.echo(
         f"kanime {__version__}, keras {keras.__version__}, backend {keras.backend.backend()}"

@@ -440,7 +440,7 @@ class TaggerDataConfig:
 
 @dataclasses.dataclass
 class TaggerModelConfig:
-    """The tagger network (see `kanime.data.tagger.build_tagger`).
+    """The tagger network (see `kanime.tagger.model.build_tagger`).
 
     Args:
         resolution: the side, in pixels, faces are resized to (a multiple of 16).

@@ -64,9 +64,9 @@ import yaml
 from kanime.atomic import atomic_path
 from kanime.evaluation.report import JSON_FILE, evaluate
 from kanime.recipe import RecipeError, load_recipe
-from kanime.training.callbacks import TrainingStoppedError
+from kanime.run.callbacks import TrainingStoppedError
+from kanime.run.metrics_log import read_metrics
 from kanime.training.fit import backup_step, fit
-from kanime.training.metrics_log import read_metrics
 
 JSON_NAME = "sweep.json"
 TABLE_NAME = "sweep.md"

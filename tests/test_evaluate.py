@@ -338,8 +338,8 @@ def test_evaluate_writes_json_markdown_and_chart(tmp_path):
 
 @pytest.fixture
 def tiny_models(tmp_path):
-    from kanime.data.tagger import build_tagger
     from kanime.models import Generator
+    from kanime.tagger import build_tagger
 
     keras.utils.set_random_seed(0)
     run = tmp_path / "run"

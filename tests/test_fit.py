@@ -11,8 +11,8 @@ import yaml
 from conftest import ROOT, interrupt_after_epoch, write_recipe
 
 from kanime.recipe import RecipeError
-from kanime.training.callbacks import NonFiniteLossError
-from kanime.training.checkpoint import read_meta
+from kanime.run.callbacks import NonFiniteLossError
+from kanime.run.checkpoint import read_meta
 from kanime.training.fit import fit
 
 
@@ -98,7 +98,7 @@ def test_killed_run_continues_from_its_last_backup(tmp_path):
 
 
 def test_an_interrupted_run_logs_each_step_once_after_resuming(tmp_path, monkeypatch):
-    from kanime.training.callbacks import RunMonitor
+    from kanime.run.callbacks import RunMonitor
 
     recipe = write_recipe(
         tmp_path / "tiny.yaml",
@@ -126,7 +126,7 @@ def test_an_interrupted_run_logs_each_step_once_after_resuming(tmp_path, monkeyp
 
 def test_resume_restores_optimizer_state_exactly(tmp_path, tiny_recipe):
     from kanime.recipe import load_recipe
-    from kanime.training.checkpoint import load_state
+    from kanime.run.checkpoint import load_state
     from kanime.training.fit import build_gan
 
     run = tmp_path / "run"
@@ -209,7 +209,7 @@ def test_fit_reads_prepared_tfrecords(tmp_path):
 def test_dropping_events_keeps_the_whole_records_of_a_file_cut_short(tmp_path):
     import tensorflow as tf
 
-    from kanime.training.metrics_log import drop_events_after
+    from kanime.run.metrics_log import drop_events_after
 
     writer = tf.summary.create_file_writer(str(tmp_path / "logs"))
     with writer.as_default():
@@ -226,7 +226,7 @@ def test_dropping_events_keeps_the_whole_records_of_a_file_cut_short(tmp_path):
 
 
 def test_a_penalty_that_runs_away_stops_the_run_and_keeps_the_last_good_backup(tmp_path):
-    from kanime.training.callbacks import DivergenceError
+    from kanime.run.callbacks import DivergenceError
 
     # Any penalty passes a limit this low: the guard must stop at the first log.
     recipe = write_recipe(
@@ -270,3 +270,45 @@ def test_every_issue_14_option_trains_and_exports(tmp_path):
     assert all(np.isfinite(r["d_real_logit"]) and np.isfinite(r["d_fake_logit"]) for r in rows)
     gen = keras.saving.load_model(run / "generator.keras")
     assert gen.output_shape[1:] == (32, 32, 3)
+
+
+def test_steps_are_counted_by_the_trainer_through_overflow_skipped_steps(tmp_path, monkeypatch):
+    import keras
+
+    scaled = []
+
+    class OverflowingAtFirst(keras.optimizers.LossScaleOptimizer):
+        """A loss scale of 2**40 overflows float16: the first steps are skipped."""
+
+        def __init__(self, inner_optimizer, **kwargs):
+            super().__init__(inner_optimizer, initial_scale=2.0**40, **kwargs)
+            scaled.append(self)
+
+    monkeypatch.setattr(keras.optimizers, "LossScaleOptimizer", OverflowingAtFirst)
+    logging = {"log_every": 2, "image_every": 4, "backup_every": 4, "export_every": 4}
+    recipe = write_recipe(
+        tmp_path / "fp16.yaml", training={"steps": 8, "mixed_precision": "mixed_float16"},
+        logging=logging,
+    )  # fmt: skip
+    run = tmp_path / "run"
+    try:
+        result = fit(recipe, run_dir=run, progress=False)
+        g_optimizer = scaled[0]
+        applied = int(keras.ops.convert_to_numpy(g_optimizer.iterations))
+        assert applied < 8, "the test needs skipped steps"
+        assert result.step == 8
+        assert [r["step"] for r in metrics(run)] == [2, 4, 6, 8]
+        assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
+            "step-0000004.png", "step-0000008.png",
+        ]  # fmt: skip
+        assert read_meta(run / "backup" / "state.npz")["step"] == 8
+
+        longer = write_recipe(
+            tmp_path / "fp16.yaml", training={"steps": 12, "mixed_precision": "mixed_float16"},
+            logging=logging,
+        )  # fmt: skip
+        resumed = fit(longer, run_dir=run, progress=False)
+        assert (resumed.resumed_from, resumed.step) == (8, 12)
+        assert [r["step"] for r in metrics(run)] == [2, 4, 6, 8, 10, 12]
+    finally:
+        keras.config.set_dtype_policy("float32")

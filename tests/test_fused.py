@@ -6,9 +6,9 @@ import pytest
 from conftest import run_python
 
 from kanime.inference import CharacterGenerator
+from kanime.inference.fused import NotFusableError, fuse_generator, space_to_depth_kernel
 from kanime.models import Generator
 from kanime.models.export import save_model_atomic
-from kanime.models.fused import NotFusableError, fuse_generator, space_to_depth_kernel
 from kanime.models.layers import pixel_shuffle
 
 
@@ -140,7 +140,7 @@ def test_fused_generator_matches_on_jax():
     code = """
 import numpy as np, keras
 from kanime.models import Generator
-from kanime.models.fused import fuse_generator
+from kanime.inference.fused import fuse_generator
 g = Generator(resolution=32, latent_dim=16, channels=8, num_blocks=2, upsample_channels=16)
 rng = np.random.default_rng(0)
 for layer in g.layers:

@@ -270,7 +270,7 @@ def test_multi_worker_reduce_takes_what_keras_fit_gives_it():
 def test_kanime_fit_on_two_workers_writes_one_run_and_a_copy_per_other_worker(tmp_path):
     import keras
 
-    from kanime.training.checkpoint import read_meta
+    from kanime.run.checkpoint import read_meta
 
     recipe = write_recipe(tmp_path / "tiny.yaml")
     run = tmp_path / "run"
@@ -315,8 +315,8 @@ def test_kanime_fit_on_two_jax_processes_trains_like_one_device(tmp_path):
     import keras
     from PIL import Image
 
-    from kanime.training.checkpoint import read_meta
-    from kanime.training.metrics_log import read_metrics
+    from kanime.run.checkpoint import read_meta
+    from kanime.run.metrics_log import read_metrics
 
     recipe = write_recipe(tmp_path / "tiny.yaml")
     run, one = tmp_path / "run", tmp_path / "one"

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import kanime.sweep
 from kanime.cli import app
 from kanime.recipe import RecipeError
+from kanime.run.callbacks import TrainingStoppedError
 from kanime.sweep import (
     Variant,
     ceiling_ratios,
@@ -25,7 +26,6 @@ from kanime.sweep import (
     summarize,
     sweep,
 )
-from kanime.training.callbacks import TrainingStoppedError
 from kanime.training.fit import FitResult
 
 runner = CliRunner()
@@ -305,7 +305,7 @@ def test_evaluations_are_kept_while_newer_than_the_generator(tmp_path, tiny_reci
 
 @pytest.fixture
 def tiny_tagger(tmp_path):
-    from kanime.data.tagger import build_tagger
+    from kanime.tagger import build_tagger
 
     keras.utils.set_random_seed(0)
     folder = tmp_path / "tagger"

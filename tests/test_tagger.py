@@ -10,11 +10,12 @@ from conftest import ROOT, interrupt_after_epoch
 from typer.testing import CliRunner
 
 from kanime.cli import app
-from kanime.data.tagger import build_tagger, fit_tagger, precision_recall
 from kanime.recipe import Recipe, RecipeError, TaggerRecipe, load_recipe, recipe_from_dict
+from kanime.run.callbacks import NonFiniteLossError
+from kanime.run.checkpoint import read_meta
+from kanime.tagger import build_tagger, fit_tagger
+from kanime.tagger.fit import precision_recall
 from kanime.tags import PAPER_TAGS
-from kanime.training.callbacks import NonFiniteLossError
-from kanime.training.checkpoint import read_meta
 
 runner = CliRunner()
 
@@ -181,10 +182,10 @@ def test_more_steps_continue_from_the_finished_step(tmp_path, tiny_tagger, finis
 
 def test_interrupted_run_resumes_from_its_backup_step(tmp_path, tiny_tagger, finished,
                                                       monkeypatch):  # fmt: skip
-    from kanime.training.callbacks import TaggerMonitor
+    from kanime.run.callbacks import RunMonitor
 
     # Step 6 (epoch 2) is logged, while the last backup is at step 4.
-    logged = interrupt_after_epoch(monkeypatch, TaggerMonitor, 2)
+    logged = interrupt_after_epoch(monkeypatch, RunMonitor, 2)
     run = tmp_path / "run"
     args = ["fit-tagger", str(tiny_tagger), "--run-dir", str(run), "--no-progress"]
     stopped = runner.invoke(app, args)
@@ -194,7 +195,7 @@ def test_interrupted_run_resumes_from_its_backup_step(tmp_path, tiny_tagger, fin
     assert [r["step"] for r in metrics(run)] == [2, 4, 6]
     assert not (run / "tagger.keras").exists()
 
-    monkeypatch.setattr(TaggerMonitor, "on_epoch_end", logged)
+    monkeypatch.setattr(RunMonitor, "on_epoch_end", logged)
     resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
     assert "Trained to step 8 (resumed from step 4)" in resumed.output

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from kanime.cli import app
 from kanime.data import tfrecords
 from kanime.data.prepare import prepare, read_jsonl, read_labels
-from kanime.data.tagging import DANBOORU_SYNONYMS, Tagger, tag_folder
+from kanime.tagger.apply import DANBOORU_SYNONYMS, Tagger, tag_folder
 from kanime.tags import PAPER_TAGS
 
 runner = CliRunner()
@@ -356,7 +356,9 @@ def test_prepare_with_a_tagger_tags_the_unlabelled_faces(tmp_path):
     assert settings["tagger"] == tagger.fingerprint and settings["tagger_path"].endswith(
         "tagger.keras"
     )
-    prepare(src, tmp_path / "out", tagger=run, **options)  # the same tagger: resumes
+    prepare(src, tmp_path / "out", tagger=Tagger(run), **options)  # the same tagger: resumes
+    with pytest.raises(TypeError, match="Tagger\\(path\\)"):
+        prepare(src, tmp_path / "out", tagger=run, **options)
     with pytest.raises(ValueError, match="other options.*tagger: .*tagger.keras \\(sha256"):
         prepare(src, tmp_path / "out", tagger=Tagger(run, threshold=0.9), **options)
     with pytest.raises(ValueError, match="tagger: .* before, None now"):
@@ -369,7 +371,7 @@ def test_prepare_with_a_tagger_and_no_labels_may_require_tags(tmp_path):
     for i in range(3):
         Image.fromarray(_tinted(RED, i)).save(src / f"f{i}.png")
     stats = prepare(
-        src, tmp_path / "out", faces=True, size=32, tagger=_colour_tagger(tmp_path / "run"),
+        src, tmp_path / "out", faces=True, size=32, tagger=Tagger(_colour_tagger(tmp_path / "run")),
         allow_untagged=False, workers=0, progress=False,
     )  # fmt: skip
     assert stats["faces"] == 3 and stats["tags"]["red hair"] == 3 and stats["untagged"] == 0
@@ -380,8 +382,8 @@ def test_prepare_with_a_tagger_and_no_labels_may_require_tags(tmp_path):
 @pytest.mark.large
 def test_a_tagger_trained_on_procedural_faces_tags_a_folder(tmp_path):
     from kanime.data.procedural import make_faces
-    from kanime.data.tagger import fit_tagger
     from kanime.recipe import TaggerRecipe, recipe_from_dict
+    from kanime.tagger import fit_tagger
 
     recipe = {
         "data": {"num_images": 256},

@@ -8,8 +8,13 @@ from conftest import run_python
 from test_fused import inputs, pixel_shuffle_array, small, trained_looking
 
 from kanime.inference import CharacterGenerator
-from kanime.models.fused import NotFusableError, fuse_generator
-from kanime.tflite import TFLiteGenerator, images_from_subpixels, prepare_for_tflite, to_tflite
+from kanime.inference.fused import NotFusableError, fuse_generator
+from kanime.inference.tflite import (
+    TFLiteGenerator,
+    images_from_subpixels,
+    prepare_for_tflite,
+    to_tflite,
+)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"tag_encoding": "signed"}, {"resolution": 64}])

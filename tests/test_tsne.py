@@ -5,16 +5,10 @@ import pytest
 from typer.testing import CliRunner
 
 from kanime.cli import app
+from kanime.data.faces import load_faces
+from kanime.tagger.apply import load_tagger_features, tagger_features
 from kanime.tags import PAPER_TAGS
-from kanime.viz.tsne import (
-    embed,
-    hair_colors,
-    load_faces,
-    load_tagger_features,
-    pixel_features,
-    tagger_features,
-    tsne,
-)
+from kanime.viz.tsne import embed, hair_colors, pixel_features, tsne
 
 runner = CliRunner()
 N = 120
@@ -80,7 +74,7 @@ def test_procedural_faces_of_one_hair_colour_lie_together():
 def test_tagger_features_are_its_256_d_features_layer(tmp_path):
     import keras
 
-    from kanime.data.tagger import build_tagger
+    from kanime.tagger import build_tagger
 
     path = tmp_path / "tagger.keras"
     keras.saving.save_model(build_tagger(32, channels=8), path)

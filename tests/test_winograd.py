@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import run_python
 
-from kanime.models.winograd import WinogradConv2D, WinogradF4x4Conv2D, winograd_kernel
+from kanime.inference.winograd import WinogradConv2D, WinogradF4x4Conv2D, winograd_kernel
 
 # Each layer, its output tile, input shapes it takes, and how close it comes to the direct
 # convolution, relative to the largest output (F(4x4, 3x3)'s larger coefficients cost
@@ -86,7 +86,7 @@ def test_a_model_with_it_saves_and_loads(tmp_path, cls, tile):
 def test_they_compute_the_convolution_on_jax():
     code = """
 import keras, numpy as np
-from kanime.models.winograd import WinogradConv2D, WinogradF4x4Conv2D, winograd_kernel
+from kanime.inference.winograd import WinogradConv2D, WinogradF4x4Conv2D, winograd_kernel
 rng = np.random.default_rng(0)
 x = rng.standard_normal((2, 16, 12, 6)).astype("float32")
 kernel = rng.standard_normal((3, 3, 6, 8)).astype("float32")

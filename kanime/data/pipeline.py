@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import random
 
+import cv2
 import numpy as np
 
 from kanime.data.tfrecords import count_records, decode_example, iter_records, list_shards
+from kanime.recipe import RecipeError
 
 
 def _first_record(files):
@@ -256,6 +258,29 @@ def _streamed_records(tf, files, shuffle, shuffle_buffer, seed, allow_untagged, 
     return records
 
 
+def decode_face(jpeg: bytes, image_size: int, where: str) -> np.ndarray:
+    """A face's JPEG as uint8 RGB `(image_size, image_size, 3)`; `where` names it in errors."""
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{where}: the JPEG does not decode.")
+    if image.shape[:2] != (image_size, image_size):
+        shrink = image.shape[0] >= image_size and image.shape[1] >= image_size
+        method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        image = cv2.resize(image, (image_size, image_size), interpolation=method)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_prepared(path) -> None:
+    """Raises `RecipeError` (key `data.path`) when no `kanime prepare` shards are at `path`."""
+    try:
+        list_shards(path)
+    except FileNotFoundError as e:
+        raise RecipeError(
+            f"data.path: no prepared dataset at {str(path)!r} ({e}). Make one from a folder "
+            f"of illustrations with `kanime prepare SRC {path}`, then run this recipe again."
+        ) from e
+
+
 def load_arrays(path_or_pattern, image_size: int, allow_untagged: bool = True, progress=False):
     """Every face of the shards as in-memory arrays, read without TensorFlow.
 
@@ -287,7 +312,6 @@ def load_arrays(path_or_pattern, image_size: int, allow_untagged: bool = True, p
         batches = ArrayBatches(images, tags, batch_size=64, steps_per_epoch=500)
         ```
     """
-    import cv2
 
     image_size = int(image_size)
     if image_size < 1:
@@ -319,14 +343,7 @@ def load_arrays(path_or_pattern, image_size: int, allow_untagged: bool = True, p
                 f"{path}: face {face['id']!r} has {len(face['tags'])} tags; earlier faces "
                 f"have {tags.shape[1]}."
             )
-        image = cv2.imdecode(np.frombuffer(face["image"], np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{path}: the JPEG of face {face['id']!r} does not decode.")
-        if image.shape[:2] != (image_size, image_size):
-            shrink = image.shape[0] >= image_size and image.shape[1] >= image_size
-            method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            image = cv2.resize(image, (image_size, image_size), interpolation=method)
-        images[kept] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        images[kept] = decode_face(face["image"], image_size, f"{path}: face {face['id']!r}")
         tags[kept] = face["tags"]
         kept += 1
     if kept == 0:

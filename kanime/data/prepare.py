@@ -4,7 +4,7 @@ Each input file goes through: decode (`kanime.data.decode`) -> find faces
 (`kanime.data.detect`: cascade boxes grown 1.5x, square crops resized to
 `size`; or, with `faces=True`, the whole image is the face: a centred square
 crop) -> near-duplicate removal (`kanime.data.dedupe`) -> tags from a labels CSV,
-or from a tagger (`kanime.data.tagging.Tagger`) for faces the CSV does not list
+or from a tagger (`kanime.tagger.apply.Tagger`, passed in) for faces the CSV does not list
 -> an optional year filter from a metadata CSV -> a record in a shard.
 
 The output folder holds:
@@ -58,7 +58,9 @@ import numpy as np
 from kanime.atomic import atomic_path
 from kanime.data.decode import MAX_PIXELS, MIN_SIZE, BadImage, decode_image, reason_kind, scan
 from kanime.data.dedupe import NearDuplicateFilter, phash
-from kanime.data.detect import GROW
+from kanime.data.detect import GROW, FaceDetector, cascade_path, crop_square, grow_box
+from kanime.data.tfrecords import ShardWriter, encode_example
+from kanime.progress import progress_bar
 from kanime.tags import PAPER_TAGS, TagVocabulary
 
 MANIFEST = "manifest.jsonl"
@@ -273,7 +275,6 @@ def _init_worker(settings, single_thread=True):
     _WORKER.clear()
     _WORKER.update(settings)
     if not settings["faces"]:
-        from kanime.data.detect import FaceDetector
 
         _WORKER["detector"] = FaceDetector(settings["cascade"], min_size=settings["min_face"])
 
@@ -291,7 +292,6 @@ def _process(path) -> dict:
 def _process_or_raise(path):
     import cv2
 
-    from kanime.data.detect import crop_square, grow_box
 
     size = _WORKER["size"]
     rgb = decode_image(path, min_size=_WORKER["min_size"], max_pixels=_WORKER["max_pixels"])
@@ -434,7 +434,6 @@ class _NoProgress:
 def _progress_bar(enabled):
     if not enabled:
         return _NoProgress()
-    from kanime.progress import progress_bar
 
     faces = "inputs, {task.fields[faces]} faces, {task.fields[rejected]} rejected"
     return progress_bar("[bold]prepare", before_time=[faces])
@@ -541,7 +540,7 @@ def prepare(
             bits are near duplicates: the later one is rejected. -1 keeps all.
         max_pixels: larger images are rejected as decompression bombs.
         min_size: smaller images (short side, in pixels) are rejected.
-        tagger: a `kanime.data.tagging.Tagger`, or a path for one: it tags the
+        tagger: a `kanime.tagger.apply.Tagger` (`Tagger(path, vocabulary)`): it tags the
             faces that `labels` does not list (every face without `labels`).
             Its fingerprint goes into `prepare.json`: a run cannot resume with
             another tagger, or with none.
@@ -572,16 +571,15 @@ def prepare(
 
     table = read_labels(labels, vocabulary) if labels is not None else None
     years = read_years(metadata) if metadata is not None else None
-    if tagger is not None:
-        from kanime.data.tagging import Tagger
-
-        tagger = tagger if isinstance(tagger, Tagger) else Tagger(tagger, vocabulary)
+    if tagger is not None and not callable(getattr(tagger, "tags", None)):
+        raise TypeError(
+            "tagger must be a tagger object such as kanime.tagger.Tagger(path) (with a "
+            f"tags(images) method). Received: {tagger!r}"
+        )
     cascade_file = None
     if not faces:
-        from kanime.data.detect import cascade_path
 
         cascade_file = cascade_path(cascade)
-    from kanime.data.tfrecords import ShardWriter, encode_example
 
     worker_settings = {
         "faces": bool(faces),

@@ -31,6 +31,7 @@ from kanime.data.prepare import (
     write_jsonl,
     write_stats,
 )
+from kanime.data.tfrecords import ShardWriter, decode_example, iter_records
 from kanime.tags import PAPER_TAGS, TagGroup, TagVocabulary
 
 REVIEW_REASON = "rejected in review"
@@ -58,7 +59,6 @@ def contact_sheets(out, per_sheet: int = 100, cols: int = 10) -> list[Path]:
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from kanime.data.tfrecords import decode_example, iter_records
 
     if per_sheet < 1 or cols < 1:
         raise ValueError(f"per_sheet and cols must be positive. Received: {per_sheet}, {cols}")
@@ -126,7 +126,6 @@ def apply_rejects(out, ids_file) -> dict:
     Returns:
         `{"removed", "already_removed", "shards_rewritten", "shards_deleted", "faces"}`.
     """
-    from kanime.data.tfrecords import ShardWriter, decode_example, iter_records
 
     out = Path(out)
     ids = read_ids(ids_file)

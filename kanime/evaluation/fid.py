@@ -45,6 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from kanime.atomic import atomic_path
+from kanime.data import procedural
+from kanime.data.faces import load_faces
+from kanime.data.tfrecords import count_records, list_shards
+from kanime.tagger.apply import load_tagger_features
 
 INCEPTION_SIZE = 299
 """The side, in pixels, InceptionV3 takes for FID."""
@@ -306,7 +310,6 @@ def tagger_extractor(tagger, batch_size: int = 256) -> FeatureExtractor:
         tagger: a `tagger.keras` file or its `kanime fit-tagger` run folder.
         batch_size: images per call.
     """
-    from kanime.viz.tsne import load_tagger_features
 
     model, _ = load_tagger_features(tagger)
     return FeatureExtractor(model, name="tagger", batch_size=batch_size)
@@ -342,7 +345,6 @@ def data_inputs(data, n: int, size: int, seed: int) -> dict:
         ('procedural', 100, 32, 1)
     """
     if str(data) == "procedural":
-        from kanime.data import procedural
 
         return {
             "source": "procedural",
@@ -351,7 +353,6 @@ def data_inputs(data, n: int, size: int, seed: int) -> dict:
             "size": int(size),
             "seed": int(seed),
         }
-    from kanime.data.tfrecords import count_records, list_shards
 
     files = list_shards(data)
     shards = []
@@ -388,7 +389,7 @@ def real_statistics(
         cache_dir: where statistics are cached; default `default_cache_dir()`.
             False: no cache.
         faces: a function `() -> (images, tags)` of the faces, when the caller
-            already loads them; default `kanime.viz.tsne.load_faces`.
+            already loads them; default `kanime.data.faces.load_faces`.
         progress: a callable given the number of images done after each batch.
 
     Returns:
@@ -405,7 +406,6 @@ def real_statistics(
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache file is recomputed and replaced
     if faces is None:
-        from kanime.viz.tsne import load_faces
 
         images = load_faces(data, n, size, seed=seed)[0]
     else:

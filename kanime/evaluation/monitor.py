@@ -32,9 +32,19 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kanime.evaluation.fid import frechet_distance, real_statistics
+from kanime.data.faces import load_faces
+from kanime.evaluation.fid import (
+    frechet_distance,
+    inception_extractor,
+    real_statistics,
+    tagger_extractor,
+)
 from kanime.evaluation.precision import tag_precision
 from kanime.evaluation.report import generated_statistics
+from kanime.inference import CharacterGenerator
+from kanime.recipe import RecipeError
+from kanime.run.callbacks import training_step
+from kanime.tagger.apply import Tagger
 
 
 class EvaluationMonitor(keras.callbacks.Callback):
@@ -69,7 +79,6 @@ class EvaluationMonitor(keras.callbacks.Callback):
 
     def _real_faces(self, size):
         if self._real is None:
-            from kanime.viz.tsne import load_faces
 
             images, tags = load_faces(self.data, self.n, size, seed=self.seed)[:2]
             stats, _ = real_statistics(
@@ -81,7 +90,6 @@ class EvaluationMonitor(keras.callbacks.Callback):
 
     def measure(self) -> dict:
         """The `eval/...` values of the model's EMA generator now."""
-        from kanime.inference import CharacterGenerator
 
         model = getattr(self.model, "ema_generator", None) or self.model.generator
         generator = CharacterGenerator(model, self.vocabulary, fuse=False)
@@ -100,7 +108,6 @@ class EvaluationMonitor(keras.callbacks.Callback):
         return values
 
     def on_epoch_end(self, epoch, logs=None):
-        from kanime.training.callbacks import training_step
 
         step = training_step(self.model)
         if step % self.every and step < self.total_steps:
@@ -120,7 +127,6 @@ def evaluation_callbacks(recipe) -> list:
             `evaluate_features: tagger` without `evaluate_tagger`, or a tagger,
             or Inception weights, that cannot be loaded.
     """
-    from kanime.recipe import RecipeError
 
     log = recipe.logging
     if log.evaluate_every is None:
@@ -135,12 +141,10 @@ def evaluation_callbacks(recipe) -> list:
             "logging.evaluate_features: 'tagger' needs logging.evaluate_tagger (a tagger.keras "
             "or its run folder)."
         )
-    from kanime.evaluation.fid import inception_extractor, tagger_extractor
 
     try:
         tagger = None
         if log.evaluate_tagger:
-            from kanime.data.tagging import Tagger
 
             tagger = Tagger(log.evaluate_tagger, vocabulary=recipe.vocabulary)
         if log.evaluate_features == "tagger":

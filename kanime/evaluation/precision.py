@@ -15,7 +15,7 @@ tag, i.e. how often the tagger finds a tag that is there. A generator cannot be
 expected to beat the tagger it is judged by.
 
 A tagger is anything with `tags(images) -> (n, T)` 0/1 tags in the vocabulary's
-order (`kanime.data.tagging.Tagger`, or a test's oracle).
+order (`kanime.tagger.apply.Tagger`, or a test's oracle).
 
 Examples:
     >>> import numpy as np
@@ -75,7 +75,7 @@ def prompts(vocabulary, tag: str, n: int, rng, prior=None) -> np.ndarray:
 def _check_tagger(tagger, vocabulary) -> None:
     if not callable(getattr(tagger, "tags", None)):
         raise TypeError(
-            f"A tagger must have a tags(images) method (e.g. kanime.data.tagging.Tagger). "
+            f"A tagger must have a tags(images) method (e.g. kanime.tagger.apply.Tagger). "
             f"Received: {type(tagger).__name__}"
         )
     theirs = getattr(tagger, "vocabulary", None)

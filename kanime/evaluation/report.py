@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from kanime.atomic import atomic_path
+from kanime.data.faces import load_faces
 from kanime.evaluation.checkerboard import checkerboard_score
 from kanime.evaluation.fid import (
     FeatureExtractor,
@@ -42,6 +43,9 @@ from kanime.evaluation.fid import (
     tagger_extractor,
 )
 from kanime.evaluation.precision import real_precision, tag_precision
+from kanime.inference import CharacterGenerator
+from kanime.progress import progress_bar
+from kanime.tagger.apply import Tagger
 
 FEATURES = ("inception", "tagger")
 """What FID's features may come from: InceptionV3 (the standard) or the tagger."""
@@ -59,7 +63,6 @@ class _Steps:
     def __init__(self, enabled: bool):
         self.progress = None
         if enabled:
-            from kanime.progress import progress_bar
 
             self.progress = progress_bar()
 
@@ -82,7 +85,6 @@ class _Steps:
 
 def _load_generator(generator):
     if isinstance(generator, (str, os.PathLike)):
-        from kanime.inference import CharacterGenerator
 
         return CharacterGenerator.load(generator), Path(generator)
     for attribute in ("vocabulary", "noise", "resolution"):
@@ -189,12 +191,10 @@ def evaluate(
     vocabulary = generator.vocabulary
     tagger_path = tagger if isinstance(tagger, (str, os.PathLike)) else None
     if tagger_path is not None:
-        from kanime.data.tagging import Tagger
 
         tagger = Tagger(tagger_path, vocabulary=vocabulary)
     extractor = _extractor(features, tagger_path, inception_weights, batch_size)
 
-    from kanime.viz.tsne import load_faces
 
     size = generator.resolution
     images, real_tags, _, names = load_faces(data, n, size, seed=seed, progress=progress)

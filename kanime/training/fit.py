@@ -19,16 +19,29 @@ import os
 from pathlib import Path
 
 import keras
+import yaml
 
 from kanime.data.batches import ArrayBatches
+from kanime.data.pipeline import check_prepared, load_arrays, make_dataset
+from kanime.data.procedural import make_faces
+from kanime.evaluation.monitor import evaluation_callbacks
 from kanime.images import conditioning_grid_inputs
 from kanime.models import Discriminator, Generator
-from kanime.recipe import Recipe, RecipeError, dump_recipe, load_recipe, recipe_from_dict
+from kanime.recipe import (
+    Recipe,
+    RecipeError,
+    apply_overrides,
+    dump_recipe,
+    load_recipe,
+    recipe_from_dict,
+)
+from kanime.run.callbacks import ProgressBar, finite_or_raise
+from kanime.run.checkpoint import CheckpointError, load_state, read_meta
+from kanime.run.layout import RunFolder
+from kanime.run.metrics_log import drop_logs_after, read_metrics
 from kanime.training import distribute
-from kanime.training.callbacks import ProgressBar, RunMonitor, finite_or_raise
-from kanime.training.checkpoint import CheckpointError, load_state, read_meta
 from kanime.training.gan import TagGAN
-from kanime.training.metrics_log import drop_logs_after, read_metrics
+from kanime.training.monitor import DIVERGENCE_HINT, NAN_HINT, GANMonitor
 
 # The parts of a recipe that fix the shapes of the variables a backup holds.
 SHAPE_KEYS = ("model", "tags")
@@ -154,30 +167,15 @@ def training_data(recipe: Recipe, start: int, stop: int, progress=True):
     data, log = recipe.data, recipe.logging
     size, batch = recipe.model.resolution, recipe.training.batch_size
     if data.source == "procedural":
-        from kanime.data.procedural import make_faces
-
         images, tags = make_faces(data.num_images, size, seed=recipe.seed, progress=progress)
     else:
-        from kanime.data.tfrecords import list_shards
-
-        try:
-            list_shards(data.path)
-        except FileNotFoundError as e:
-            raise RecipeError(
-                f"data.path: no prepared dataset at {data.path!r} ({e}). Make one from a folder "
-                f"of illustrations with `kanime prepare SRC {data.path}`, then run this recipe "
-                "again."
-            ) from e
+        check_prepared(data.path)
         if keras.backend.backend() == "tensorflow":
-            from kanime.data.pipeline import make_dataset
-
             dataset = make_dataset(
                 data.path, batch, size, num_tags=len(recipe.vocabulary), flip=data.flip,
                 seed=recipe.seed * 1_000_003 + start, allow_untagged=data.allow_untagged,
             )  # fmt: skip
             return dataset.take(stop - start), []
-        from kanime.data.pipeline import load_arrays
-
         images, tags = load_arrays(data.path, size, data.allow_untagged, progress=progress)
         if tags.shape[1] != len(recipe.vocabulary):
             raise RecipeError(
@@ -216,7 +214,7 @@ def _check_same_model(previous: Recipe, recipe: Recipe, run_dir: Path):
         raise RecipeError(
             f"{run_dir} holds a run of a different model ({', '.join(changed)} differ from "
             "this recipe), so it cannot resume from it. Use another --run-dir, or the "
-            f"recipe in {run_dir / 'recipe.yaml'}."
+            f"recipe in {RunFolder(run_dir).recipe}."
         )
 
 
@@ -241,8 +239,6 @@ def fit(recipe, run_dir=None, overrides=(), progress=True) -> FitResult:
     if isinstance(recipe, (str, os.PathLike)):
         recipe = load_recipe(recipe, overrides)
     elif overrides:
-        from kanime.recipe import apply_overrides
-
         recipe = apply_overrides(recipe, overrides)
     _check_intervals(recipe)
     # On JAX the distribution must stay set from building the GAN to the end of its `fit`.
@@ -264,26 +260,23 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
     worker = distribute.worker_name(recipe.training.distribute)
     if worker is not None:  # a multi-worker run's other workers keep their own copy
         run_dir = run_dir / "workers" / worker
-    recipe_file = run_dir / "recipe.yaml"
-    backup_file = run_dir / "backup" / "state.npz"
-    if recipe_file.exists() and backup_file.exists():
-        import yaml
-
-        with open(recipe_file) as f:
-            previous = recipe_from_dict(yaml.safe_load(f), source=str(recipe_file))
+    run = RunFolder(run_dir)
+    if run.recipe.exists() and run.backup.exists():
+        with open(run.recipe) as f:
+            previous = recipe_from_dict(yaml.safe_load(f), source=str(run.recipe))
         _check_same_model(previous, recipe, run_dir)
 
     keras.utils.set_random_seed(recipe.seed)
     gan = build_gan(recipe)
     resumed_from = 0
-    if backup_file.exists():
+    if run.backup.exists():
         try:
-            resumed_from = load_state(gan, backup_file)["step"]
+            resumed_from = load_state(gan, run.backup)["step"]
         except CheckpointError as e:
             raise RecipeError(str(e)) from e
     run_dir.mkdir(parents=True, exist_ok=True)
     drop_logs_after(run_dir, resumed_from)  # what a killed run logged after its backup
-    dump_recipe(recipe, recipe_file)
+    dump_recipe(recipe, run.recipe)
 
     log = recipe.logging
     total = recipe.training.steps
@@ -291,7 +284,7 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
     z, tags, _ = conditioning_grid_inputs(
         recipe.vocabulary, grid, grid, recipe.model.latent_dim, seed=recipe.seed
     )
-    monitor = RunMonitor(
+    monitor = GANMonitor(
         run_dir, total, log.log_every, log.image_every, log.backup_every, log.export_every,
         (z, tags, grid, grid), meta={"recipe": recipe.name},
         batch_size=recipe.training.batch_size,
@@ -300,12 +293,10 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
                 "g_adv_loss": recipe.training.stop_adv_loss_above},
     )  # fmt: skip
     if resumed_from >= total:
-        if not (run_dir / "generator.keras").exists():
+        if not run.generator.exists():
             monitor.set_model(gan)
             monitor.export()
         return FitResult(run_dir, resumed_from, resumed_from, _last_losses(run_dir))
-
-    from kanime.evaluation.monitor import evaluation_callbacks
 
     # Before `monitor`: they add `eval/...` values to the logs it writes.
     evaluation = evaluation_callbacks(recipe)
@@ -328,7 +319,7 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
         )
     finally:
         bar.close()
-    finite_or_raise(monitor, run_dir)
+    finite_or_raise(monitor, run_dir, NAN_HINT, DIVERGENCE_HINT)
     return FitResult(run_dir, gan.step, resumed_from, _last_losses(run_dir))
 
 
@@ -339,7 +330,7 @@ def _last_losses(run_dir: Path) -> dict:
 
 def backup_step(run_dir) -> int | None:
     """The step of a run's last backup, or None when it has none."""
-    path = Path(run_dir) / "backup" / "state.npz"
+    path = RunFolder(run_dir).backup
     return read_meta(path)["step"] if path.exists() else None
 
 

@@ -133,6 +133,13 @@ class TagGAN(keras.Model):
         self.ema_half_life_images = float(ema_half_life_images)
         self.latent_dim = generator.inputs[0].shape[-1]
         self.seed_generator = keras.random.SeedGenerator(seed, name="step_seed")
+        # Steps trained, counted by the step itself: an optimizer's `iterations` does not
+        # advance on a step that mixed_float16's loss scaling skips, and a run's logs,
+        # backups and resume epoch must not drift with it.
+        self.steps_done = keras.Variable(
+            0, dtype="int32", trainable=False, name="steps_done",
+            aggregation="only_first_replica",
+        )  # fmt: skip
         self.trackers = [keras.metrics.Mean(name=name) for name in METRIC_NAMES]
         # The paper's losses until `compile` says otherwise.
         self.lambda_tag, self.tag_loss, self.exclusive_groups = 1.0, "sigmoid", []
@@ -316,5 +323,5 @@ class TagGAN(keras.Model):
 
     @property
     def step(self):
-        """Training steps done so far (the generator optimizer's iteration count)."""
-        return int(ops.convert_to_numpy(self.g_optimizer.iterations))
+        """Training steps done so far, skipped (loss-scale overflow) steps included."""
+        return int(ops.convert_to_numpy(self.steps_done))

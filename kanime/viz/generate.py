@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from kanime.images import image_grid, save_png
+from kanime.inference import CharacterGenerator
 from kanime.interpolation import lerp, slerp
 
 MAX_SEEDS = 10_000
@@ -397,7 +398,6 @@ def generate(
         ValueError: bad seeds, steps, scale, group, tags, or options that do not go together.
         FileNotFoundError: no generator at `generator`.
     """
-    from kanime.inference import CharacterGenerator
 
     if vary is not None and (interpolate is not None or to_tags is not None):
         raise ValueError(

@@ -29,13 +29,16 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from kanime.atomic import atomic_path
+from kanime.data.faces import load_faces
+from kanime.data.procedural import HAIR_RGB
+from kanime.data.tfrecords import list_shards
+from kanime.tagger.apply import load_tagger_features, tagger_features
 from kanime.tags import PAPER_TAGS
 
 THUMBNAILS = "tsne-thumbnails.png"
@@ -44,105 +47,6 @@ ARRAYS = "tsne.npz"
 FALLBACK_SIZE = 64
 """Side the faces are loaded at when no tagger says otherwise."""
 NO_HAIR_COLOR = "no hair colour tag"
-
-
-# --- faces ----------------------------------------------------------------------------------
-
-
-def _decode(jpeg: bytes, image_size: int, where: str) -> np.ndarray:
-    import cv2
-
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{where}: the JPEG does not decode.")
-    if image.shape[:2] != (image_size, image_size):
-        shrink = image.shape[0] >= image_size and image.shape[1] >= image_size
-        method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        image = cv2.resize(image, (image_size, image_size), interpolation=method)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _tag_names(data) -> tuple[str, ...]:
-    """The tag names of a prepared dataset (its `prepare.json`), else the paper's 34."""
-    settings = Path(data) / "prepare.json"
-    if settings.is_file():
-        names = json.loads(settings.read_text(encoding="utf-8")).get("tags")
-        if names:
-            return tuple(names)
-    return PAPER_TAGS.names
-
-
-def load_faces(data, n: int, image_size: int, seed: int = 0, progress: bool = False):
-    """`n` faces of a dataset chosen with a seeded generator, with their ids and tags.
-
-    Args:
-        data: a `kanime prepare` output (a folder of TFRecord shards, a shard
-            pattern or file), or `"procedural"` for procedural faces with their
-            true tags (`kanime.data.procedural.make_faces`, set `seed`).
-        n: number of faces; a dataset with fewer faces gives all of them.
-        image_size: side of the returned images in pixels.
-        seed: chooses the faces (and draws the procedural ones).
-        progress: show a progress bar.
-
-    Returns:
-        `(images, tags, ids, tag_names)`: uint8 RGB images `(m, s, s, 3)`,
-        float32 tags `(m, T)`, the faces' ids (str array) and the `T` tag names;
-        `m = min(n, faces in data)`, in shard order.
-
-    Raises:
-        FileNotFoundError: no shards at `data`.
-        ValueError: `n < 1`, or a corrupt shard.
-    """
-    n, image_size = int(n), int(image_size)
-    if n < 1:
-        raise ValueError(f"`n` must be positive. Received: n={n}")
-    if image_size < 1:
-        raise ValueError(f"`image_size` must be positive. Received: image_size={image_size}")
-    if str(data) == "procedural":
-        from kanime.data.procedural import make_faces
-
-        images, tags = make_faces(n, image_size, seed=seed, progress=progress)
-        ids = np.array([f"procedural-{seed}-{i}" for i in range(n)])
-        return images, tags, ids, PAPER_TAGS.names
-
-    from kanime.data.tfrecords import count_records, decode_example, iter_records, list_shards
-
-    files = list_shards(data)
-    total = count_records(files)
-    if total == 0:
-        raise ValueError(f"The shards at {str(data)!r} hold no faces.")
-    chosen = np.random.default_rng(seed).choice(total, size=min(n, total), replace=False)
-    wanted = np.zeros(total, dtype=bool)
-    wanted[chosen] = True
-    m = len(chosen)
-    images = np.empty((m, image_size, image_size, 3), dtype=np.uint8)
-    tags, ids = [], []
-
-    def records():
-        index = 0
-        for path in files:
-            for record in iter_records(path):
-                if wanted[index]:
-                    yield path, record
-                index += 1
-
-    stream = records()
-    if progress:
-        from rich.progress import track
-
-        stream = track(stream, total=m, description=f"Loading {m} of {total} faces")
-    for k, (path, record) in enumerate(stream):
-        face = decode_example(record)
-        images[k] = _decode(face["image"], image_size, f"{path}: face {face['id']!r}")
-        tags.append(face["tags"])
-        ids.append(face["id"])
-    widths = {len(t) for t in tags}
-    if len(widths) != 1:
-        raise ValueError(f"The faces at {str(data)!r} have tag vectors of lengths {widths}.")
-    names = _tag_names(data) if os.path.isdir(data) else PAPER_TAGS.names
-    if len(names) != widths.pop():
-        names = tuple(f"tag {i}" for i in range(len(tags[0])))
-    return images, np.stack(tags).astype(np.float32), np.array(ids), names
 
 
 # --- features -------------------------------------------------------------------------------
@@ -177,59 +81,6 @@ def pixel_features(images, dims: int = 50, side: int = 16) -> np.ndarray:
     u, s, _ = np.linalg.svd(x, full_matrices=False)
     k = min(dims, len(s))
     return (u[:, :k] * s[:k]).astype(np.float32)
-
-
-def load_tagger_features(path):
-    """A model from a `tagger.keras` file (made by `kanime fit-tagger`) to its `features` layer.
-
-    `path` may also be the run folder that holds `tagger.keras`.
-
-    Returns:
-        `(model, image_size)`: the sub-model from the tagger's images to the
-        output of its `features` layer, and the side of the images it takes.
-
-    Raises:
-        FileNotFoundError: no file at `path`.
-        ValueError: the file is not a Keras model, or the model has no `features` layer.
-    """
-    path = Path(path)
-    if path.is_dir():  # a `kanime fit-tagger` run folder
-        path = path / "tagger.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"No tagger file at {path}. Make one with `kanime fit-tagger`.")
-    import keras
-
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many kinds for a file that is not a model
-        raise ValueError(
-            f"{path} is not a Keras model file (a `tagger.keras` made by `kanime fit-tagger`): "
-            f"{type(error).__name__}: {error}"
-        ) from None
-    try:
-        features = model.get_layer("features")
-    except ValueError:
-        raise ValueError(
-            f"{path}: the model {model.name!r} has no layer named `features`; expected a "
-            "tagger made by `kanime fit-tagger`."
-        ) from None
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] != 3:
-        raise ValueError(
-            f"{path}: expected a model of square RGB images. Received input shape {shape}."
-        )
-    return keras.Model(model.input, features.output, name="tagger_features"), int(shape[1])
-
-
-def tagger_features(model, images, batch_size: int = 256) -> np.ndarray:
-    """The `features` output of a tagger (see `load_tagger_features`) for uint8 images.
-
-    The images are scaled to [-1, 1], the tagger's input range; they must
-    already be at the tagger's input size.
-    """
-    x = np.asarray(images).astype(np.float32) / 127.5 - 1.0
-    out = model.predict(x, batch_size=batch_size, verbose=0)
-    return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
 
 
 # --- t-SNE ----------------------------------------------------------------------------------
@@ -430,7 +281,6 @@ def plot_hair(path, coords, tags, tag_names, title: str = "", width: int = 1500)
     """
     from matplotlib.figure import Figure
 
-    from kanime.data.procedural import HAIR_RGB
 
     coords = np.asarray(coords)
     index, names = hair_colors(tags, tag_names)
@@ -508,7 +358,6 @@ def tsne(
     if not perplexity > 0:
         raise ValueError(f"`perplexity` must be positive. Received: perplexity={perplexity}")
     if str(data) != "procedural":
-        from kanime.data.tfrecords import list_shards
 
         list_shards(data)  # a missing dataset fails before the tagger loads
     model = None

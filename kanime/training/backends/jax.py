@@ -51,8 +51,8 @@ def train_step(gan, state, data):
         _pick(all_trainable, trainable, D.trainable_variables),
         _pick(all_non_trainable, non_trainable, D.non_trainable_variables),
     )
-    seed_var = gan.seed_generator.state
-    (seed_value,) = _pick(all_non_trainable, non_trainable, [seed_var])
+    seed_var, steps_var = gan.seed_generator.state, gan.steps_done
+    seed_value, steps_value = _pick(all_non_trainable, non_trainable, [seed_var, steps_var])
 
     with keras.StatelessScope(state_mapping=[(seed_var, seed_value)]) as scope:
         noise = gan.draw(images, tags)
@@ -79,6 +79,7 @@ def train_step(gan, state, data):
     fixed_updates = dict(zip(map(id, G.non_trainable_variables), g_values[1]))
     fixed_updates.update(ema_updates)
     fixed_updates[id(seed_var)] = seed_value
+    fixed_updates[id(steps_var)] = steps_value + 1
     state = (
         _put(all_trainable, trainable, trainable_updates),
         _put(all_non_trainable, non_trainable, fixed_updates),

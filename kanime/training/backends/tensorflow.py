@@ -70,6 +70,7 @@ def train_step(gan, data):
     d_logs = discriminator_step(gan, images, tags, noise, replicas)
     g_logs = generator_step(gan, noise, replicas)
     ema_step(gan, tf.shape(images)[0] * replicas.count)
+    gan.steps_done.assign_add(1)
     return gan.update_metrics(replicas.mean({**d_logs, **g_logs}))
 
 

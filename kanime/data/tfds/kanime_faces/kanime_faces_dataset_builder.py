@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from kanime.data.prepare import read_labels
+from kanime.data.tfrecords import decode_example, iter_records, list_shards
 from kanime.tags import PAPER_TAGS
 
 SHARD_GLOB = "faces-*.tfrecord"
@@ -210,7 +212,6 @@ Images whose size differs from the config's resolution are resized with cv2.INTE
 
 def _shard_faces(folder: Path):
     """`(id, image bytes, tags, tagged, source)` of every record of a `kanime prepare` output."""
-    from kanime.data.tfrecords import decode_example, iter_records, list_shards
 
     for shard in list_shards(str(folder / SHARD_GLOB)):
         for record in iter_records(shard):
@@ -220,7 +221,6 @@ def _shard_faces(folder: Path):
 
 def _folder_faces(folder: Path):
     """`(id, image bytes, tags, tagged, source)` of every image of an `images/` folder."""
-    from kanime.data.prepare import read_labels
 
     labels = read_labels(folder / LABELS, PAPER_TAGS)
     images = sorted(p for p in (folder / IMAGES).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -36,6 +36,8 @@ import os
 import warnings
 from pathlib import Path
 
+import cv2
+import keras
 import numpy as np
 
 from kanime.atomic import atomic_path
@@ -103,7 +105,7 @@ class Tagger:
 
     Examples:
         >>> import os, tempfile
-        >>> from kanime.data.tagger import build_tagger
+        >>> from kanime.tagger import build_tagger
         >>> run = tempfile.mkdtemp()
         >>> build_tagger(32, channels=4).save(os.path.join(run, "tagger.keras"))
         >>> tagger = Tagger(run)
@@ -201,8 +203,6 @@ class Tagger:
 
     def preprocess(self, images) -> np.ndarray:
         """Centre-crops, resizes and scales uint8 RGB faces to the model's input (float32)."""
-        import cv2
-
         height, width = self.image_size
         low, high = self.value_range
         out = np.empty((len(images), height, width, 3), dtype="float32")
@@ -313,8 +313,6 @@ def _danbooru_model(folder: Path) -> Path:
 
 
 def _load_model(path: Path):
-    import keras
-
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:
@@ -535,3 +533,54 @@ def _progress(enabled, total):
     with Progress() as bar:
         task = bar.add_task("tagging", total=total)
         yield lambda n: bar.update(task, advance=n)
+
+
+def load_tagger_features(path):
+    """A model from a `tagger.keras` file (made by `kanime fit-tagger`) to its `features` layer.
+
+    `path` may also be the run folder that holds `tagger.keras`.
+
+    Returns:
+        `(model, image_size)`: the sub-model from the tagger's images to the
+        output of its `features` layer, and the side of the images it takes.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file is not a Keras model, or the model has no `features` layer.
+    """
+    path = Path(path)
+    if path.is_dir():  # a `kanime fit-tagger` run folder
+        path = path / "tagger.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"No tagger file at {path}. Make one with `kanime fit-tagger`.")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many kinds for a file that is not a model
+        raise ValueError(
+            f"{path} is not a Keras model file (a `tagger.keras` made by `kanime fit-tagger`): "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    try:
+        features = model.get_layer("features")
+    except ValueError:
+        raise ValueError(
+            f"{path}: the model {model.name!r} has no layer named `features`; expected a "
+            "tagger made by `kanime fit-tagger`."
+        ) from None
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] != 3:
+        raise ValueError(
+            f"{path}: expected a model of square RGB images. Received input shape {shape}."
+        )
+    return keras.Model(model.input, features.output, name="tagger_features"), int(shape[1])
+
+
+def tagger_features(model, images, batch_size: int = 256) -> np.ndarray:
+    """The `features` output of a tagger (see `load_tagger_features`) for uint8 images.
+
+    The images are scaled to [-1, 1], the tagger's input range; they must
+    already be at the tagger's input size.
+    """
+    x = np.asarray(images).astype(np.float32) / 127.5 - 1.0
+    out = model.predict(x, batch_size=batch_size, verbose=0)
+    return np.asarray(out, dtype=np.float32).reshape(len(x), -1)

@@ -1,4 +1,4 @@
-"""A multi-label CNN tagger: the stand-in for Illustration2Vec, whose weights are not obtainable.
+"""Training the tagger (`kanime.tagger.model`).
 
 `fit_tagger` trains it from a `TaggerRecipe` (`kanime fit-tagger RECIPE`) on tagged
 faces (a `kanime prepare` output, or procedural faces), holds out a seeded split,
@@ -26,10 +26,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from keras import layers
+import yaml
 
 from kanime.atomic import atomic_path
 from kanime.data.batches import ArrayBatches
+from kanime.data.pipeline import check_prepared, load_arrays
+from kanime.data.procedural import make_faces
 from kanime.models.export import save_model_atomic
 from kanime.recipe import (
     RecipeError,
@@ -39,48 +41,18 @@ from kanime.recipe import (
     load_recipe,
     recipe_from_dict,
 )
+from kanime.run.callbacks import ProgressBar, RunMonitor, finite_or_raise, training_step
+from kanime.run.checkpoint import CheckpointError, load_variables, model_state_variables
+from kanime.run.layout import RunFolder
+from kanime.run.metrics_log import drop_logs_after, read_metrics
+from kanime.tagger.model import build_tagger
 from kanime.tags import PAPER_TAGS
-from kanime.training.metrics_log import drop_logs_after, read_metrics
 
 # The parts of a recipe that fix the shapes of the variables a backup holds, and
 # those that choose the held-out faces (which a resumed run must not train on).
 SHAPE_KEYS = ("model", "tags")
 SPLIT_KEYS = ("seed", "data.source", "data.path", "data.num_images", "data.holdout")
 NAN_HINT = "Lower training.learning_rate if it happens again."
-
-
-def build_tagger(resolution=64, num_tags=34, channels=32, name="tagger"):
-    """The tagger network: images in [-1, 1] -> a score in [0, 1] per tag.
-
-    Four stages of conv3x3-BN-ReLU followed by a stride-2 conv that doubles the
-    channels, global average pooling, a 256-d `features` layer (the features
-    t-SNE pictures use) and a sigmoid `scores` head.
-
-    Args:
-        resolution: input side in pixels (a multiple of 16).
-        num_tags: number of tags scored.
-        channels: channels of the first stage.
-        name: the model's name.
-
-    Examples:
-        >>> tagger = build_tagger(32, channels=8)
-        >>> tagger.output_shape
-        (None, 34)
-    """
-    images = keras.Input((resolution, resolution, 3), name="images")
-    h = images
-    width = channels
-    for stage in range(4):
-        h = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{stage}_conv")(h)
-        h = layers.BatchNormalization(name=f"s{stage}_bn")(h)
-        h = layers.ReLU(name=f"s{stage}_relu")(h)
-        h = layers.Conv2D(width * 2, 3, strides=2, padding="same", name=f"s{stage}_down")(h)
-        h = layers.ReLU(name=f"s{stage}_down_relu")(h)
-        width *= 2
-    h = layers.GlobalAveragePooling2D(name="pool")(h)
-    features = layers.Dense(256, activation="relu", name="features")(h)
-    scores = layers.Dense(num_tags, activation="sigmoid", name="scores")(features)
-    return keras.Model(images, scores, name=name)
 
 
 def precision_recall(predicted, truth, vocabulary=PAPER_TAGS):
@@ -128,23 +100,12 @@ def load_tagged_faces(recipe, progress=False):
     """
     data, size = recipe.data, recipe.model.resolution
     if data.source == "procedural":
-        from kanime.data.procedural import make_faces
-
         try:
             return make_faces(data.num_images, size, recipe.seed, recipe.vocabulary, progress)
         except ValueError as e:
             raise RecipeError(f"tags: {e}. Use `tags: paper` with procedural data.") from e
-    from kanime.data.pipeline import load_arrays
-    from kanime.data.tfrecords import list_shards
 
-    try:
-        list_shards(data.path)
-    except FileNotFoundError as e:
-        raise RecipeError(
-            f"data.path: no prepared dataset at {data.path!r} ({e}). Make one from a folder "
-            f"of illustrations with `kanime prepare SRC {data.path}`, then run this recipe "
-            "again."
-        ) from e
+    check_prepared(data.path)
     images, tags = load_arrays(data.path, size, allow_untagged=False, progress=progress)
     if tags.shape[1] != len(recipe.vocabulary):
         raise RecipeError(
@@ -194,8 +155,6 @@ def _run_keys(recipe):
 
 
 def _check_same_run(recipe_file, recipe, run_dir):
-    import yaml
-
     try:
         with open(recipe_file, encoding="utf-8") as f:
             previous = recipe_from_dict(
@@ -228,10 +187,11 @@ def _write_json(path, content):
 def _saved_evaluation(run_dir, recipe, step):
     """The run's `evaluation.json` when it is up to date with `step` and the recipe."""
     run_dir = Path(run_dir)
-    if not all((run_dir / n).exists() for n in ("tagger.keras", "settings.json")):
+    run = RunFolder(run_dir)
+    if not (run.tagger.exists() and run.tagger_settings.exists()):
         return None
     try:
-        evaluation = json.loads((run_dir / "evaluation.json").read_text())
+        evaluation = json.loads(run.tagger_evaluation.read_text())
     except (OSError, ValueError):
         return None
     current = evaluation.get("steps") == step and evaluation.get("threshold") == recipe.threshold
@@ -260,13 +220,6 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
             different model or held-out split.
         NonFiniteLossError: the loss became NaN; the last good backup is kept.
     """
-    from kanime.training.callbacks import (
-        ProgressBar,
-        TaggerMonitor,
-        finite_or_raise,
-        training_step,
-    )
-    from kanime.training.checkpoint import CheckpointError, load_variables, model_state_variables
 
     if isinstance(recipe, (str, os.PathLike)):
         recipe = load_recipe(recipe, overrides, recipe_type=TaggerRecipe)
@@ -278,8 +231,8 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
             f"Received: {type(recipe).__name__}"
         )
     run_dir = Path(run_dir or Path("runs") / recipe.name)
-    recipe_file = run_dir / "recipe.yaml"
-    backup_file = run_dir / "backup" / "state.npz"
+    run = RunFolder(run_dir)
+    recipe_file, backup_file = run.recipe, run.backup
     if backup_file.exists():
         _check_same_run(recipe_file, recipe, run_dir)
 
@@ -333,7 +286,7 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
                 on_epoch_begin=lambda epoch, logs=None: batches.set_epoch(epoch)
             )
             data, data_callbacks = batches, [set_epoch]
-        monitor = TaggerMonitor(
+        monitor = RunMonitor(
             run_dir, total, log.backup_every,
             meta={"recipe": recipe.name, "faces": len(images), "held_out": len(val)},
         )  # fmt: skip
@@ -368,21 +321,20 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
         "threshold": recipe.threshold,
         "per_tag": precision_recall(predicted, val_tags, recipe.vocabulary),
     }
-    save_model_atomic(model, run_dir / "tagger.keras")
+    save_model_atomic(model, run.tagger)
     settings = {
         "image_size": recipe.model.resolution,
         "tags": list(recipe.vocabulary.names),
         "threshold": recipe.threshold,
         "vocabulary": recipe.vocabulary.get_config(),
     }
-    _write_json(run_dir / "settings.json", settings)
-    _write_json(run_dir / "evaluation.json", evaluation)  # last: it marks the run complete
+    _write_json(run.tagger_settings, settings)
+    _write_json(run.tagger_evaluation, evaluation)  # last: it marks the run complete
     return TaggerResult(run_dir, step, resumed_from, evaluation)
 
 
 __all__ = [
     "TaggerResult",
-    "build_tagger",
     "build_tagger_for",
     "fit_tagger",
     "held_out_split",

@@ -62,7 +62,7 @@ def drop_events_after(run_dir, step: int) -> None:
     Each file holding such events is rewritten atomically without them (the
     records are copied as they are). A file cut short by a killed process keeps
     its whole records. Without TensorFlow no event files are written
-    (`kanime.training.callbacks.SummaryWriter`), and none are read.
+    (`kanime.run.callbacks.SummaryWriter`), and none are read.
     """
     paths = sorted((Path(run_dir) / "logs").glob("events.out.tfevents.*"))
     if not paths:

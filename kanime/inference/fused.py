@@ -21,7 +21,7 @@ the same images (to float32 rounding) with fewer and cheaper operations:
   that land on it. On JAX the plain 9x9 convolution is already fast (8 ms)
   and the rewritten one slower (19 ms), so JAX keeps it;
 - on JAX (`winograd=None` picks by backend), every 3x3 convolution runs by
-  Winograd's F(2x2, 3x3) (`kanime.models.winograd.WinogradConv2D`), as 16
+  Winograd's F(2x2, 3x3) (`kanime.inference.winograd.WinogradConv2D`), as 16
   matrix products with 2.25 times fewer multiply-adds. JAX's CPU matrix
   products are much faster than its convolutions: the paper generator takes
   1.26 times less time at batch 1 (`benchmarks/generator_inference.py`).
@@ -53,8 +53,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from kanime.inference.winograd import WinogradConv2D, winograd_kernel
 from kanime.models.layers import pixel_shuffle
-from kanime.models.winograd import WinogradConv2D, winograd_kernel
 
 
 class NotFusableError(ValueError):
@@ -155,7 +155,7 @@ def fuse_generator(model, subpixel_rgb=None, winograd=None, name=None):
         subpixel_rgb: run the final RGB convolution on the last pre-shuffle
             map (see above); None picks by backend (TensorFlow: yes).
         winograd: compute the 3x3 convolutions with Winograd's F(2x2, 3x3)
-            (`kanime.models.winograd.WinogradConv2D`): 2.25 times fewer
+            (`kanime.inference.winograd.WinogradConv2D`): 2.25 times fewer
             multiply-adds, the same images to float32 rounding. None picks by
             backend (see above; JAX: yes).
         name: the new model's name (default: the old one's with `_fused`).

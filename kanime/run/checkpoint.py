@@ -85,5 +85,9 @@ def read_meta(path):
 
 
 def load_state(gan, path):
-    """Restores `gan` from `path`; returns the metadata. Raises `CheckpointError` on mismatch."""
-    return load_variables(gan.state_variables(), path)
+    """Restores `gan` from `path`; returns the metadata. Raises `CheckpointError` on mismatch.
+
+    The step count is the backup's `step` (`gan.steps_done`, not an optimizer's count)."""
+    info = load_variables(gan.state_variables(), path)
+    gan.steps_done.assign(info["step"])
+    return info

@@ -20,13 +20,13 @@ The kernel transform `G g G^T` is done once, when the layer is made from a
 trained kernel (`winograd_kernel`). The result equals the direct convolution
 to float32 rounding (the transforms' coefficients are 0, 1/2 and 1).
 
-`kanime.models.fused.fuse_generator` uses it for the generator's 3x3
+`kanime.inference.fused.fuse_generator` uses it for the generator's 3x3
 convolutions on JAX, where it makes the paper generator faster at every batch
 size (`benchmarks/generator_inference.py`).
 
 F(4x4, 3x3) makes 4x4 output blocks from 6x6 input blocks in 36 products, 4
 times fewer than the direct convolution. `WinogradF4x4Conv2D` computes it in
-the few large operations TensorFlow Lite runs best; `kanime.tflite` uses it for
+the few large operations TensorFlow Lite runs best; `kanime.inference.tflite` uses it for
 the generator's upsampling convolutions.
 
 Examples:
@@ -191,7 +191,7 @@ class WinogradF4x4Conv2D(_WinogradBase):
     2. the 36 products with the transformed kernel are one batched matrix product;
     3. the output transform `A^T M A` is one matrix product.
 
-    `kanime.tflite.prepare_for_tflite` uses it for the generator's upsampling
+    `kanime.inference.tflite.prepare_for_tflite` uses it for the generator's upsampling
     convolutions, which make 4 times as many channels as they take: with fewer output
     channels the transforms cost more than they save (`benchmarks/tflite_winograd.py`).
 

@@ -8,12 +8,12 @@ fused model compiled by XLA, 18 to 21 ms (`benchmarks/generator_inference.py`;
 
 `to_tflite(model)` converts a kanime generator in two steps:
 
-1. `prepare_for_tflite` fuses it for inference (`kanime.models.fused.fuse_generator`),
+1. `prepare_for_tflite` fuses it for inference (`kanime.inference.fused.fuse_generator`),
    with the final RGB convolution in its sub-pixel form, and lays it out for XNNPACK
    (each choice measured by `benchmarks/tflite_parts.py` and
    `benchmarks/tflite_winograd.py`):
    - the upsampling blocks' 3x3 convolutions, to 4 times as many channels as they
-     take, run by Winograd's F(4x4, 3x3) (`kanime.models.winograd.WinogradF4x4Conv2D`):
+     take, run by Winograd's F(4x4, 3x3) (`kanime.inference.winograd.WinogradF4x4Conv2D`):
      4 times fewer multiply-adds, in five XNNPACK operations. The residual blocks'
      convolutions, with as many channels out as in, run as direct convolutions: there
      the transforms cost more than they save. Every one of them would be slower in
@@ -56,16 +56,16 @@ import keras
 import numpy as np
 from keras import layers
 
-from kanime.models.fused import fuse_generator
+from kanime.inference.fused import fuse_generator
+from kanime.inference.winograd import WinogradF4x4Conv2D, winograd_kernel
 from kanime.models.validation import check_positive_int
-from kanime.models.winograd import WinogradF4x4Conv2D, winograd_kernel
 
 
 def prepare_for_tflite(model) -> keras.Model:
     """The Keras model that `to_tflite` converts: fused, ending at a padded sub-pixel map.
 
     The upsampling blocks' 3x3 convolutions are
-    `kanime.models.winograd.WinogradF4x4Conv2D` layers, the residual blocks' `Conv2D`.
+    `kanime.inference.winograd.WinogradF4x4Conv2D` layers, the residual blocks' `Conv2D`.
 
     Args:
         model: a `kanime.models.Generator` or an exported `generator.keras`.
@@ -78,7 +78,7 @@ def prepare_for_tflite(model) -> keras.Model:
         images).
 
     Raises:
-        kanime.models.fused.NotFusableError: `model` is not laid out like
+        kanime.inference.fused.NotFusableError: `model` is not laid out like
             `kanime.models.Generator`.
     """
     fused = fuse_generator(model, subpixel_rgb=True, winograd=False)
@@ -121,7 +121,7 @@ def to_tflite(model) -> bytes:
         output is the padded sub-pixel map of `prepare_for_tflite`.
 
     Raises:
-        kanime.models.fused.NotFusableError: `model` is not laid out like
+        kanime.inference.fused.NotFusableError: `model` is not laid out like
             `kanime.models.Generator`.
         ImportError: TensorFlow is not installed.
         ValueError: the Keras backend is not TensorFlow (the model is traced

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from kanime.images import to_uint8
+from kanime.inference.fused import NotFusableError, fuse_generator
+from kanime.inference.tflite import TFLiteGenerator, tflite_available, to_tflite
+from kanime.recipe import load_recipe
 from kanime.tags import PAPER_TAGS, TagVocabulary
 
 
@@ -26,7 +29,7 @@ class CharacterGenerator:
             in [-1, 1], such as the `generator.keras` that `kanime fit` exports.
         vocabulary: the `TagVocabulary` of the tag input (`T` tags).
         fuse: run a copy of the model rewritten for inference
-            (`kanime.models.fused.fuse_generator`: batch norm folded, on JAX
+            (`kanime.inference.fused.fuse_generator`: batch norm folded, on JAX
             3x3 convolutions by Winograd's algorithm, same images to float32
             rounding; on TensorFlow also compiled with XLA),
             1.5 to 2 times faster on a CPU. A model not laid out like
@@ -34,7 +37,7 @@ class CharacterGenerator:
             (for a model still training, whose weights change).
         engine: what runs the fused model: `"keras"` (compiled by XLA on
             TensorFlow, `jax.jit` on JAX), `"tflite"` (converted to TensorFlow
-            Lite and run by XNNPACK's CPU kernels: `kanime.tflite`, about 1.5
+            Lite and run by XNNPACK's CPU kernels: `kanime.inference.tflite`, about 1.5
             times faster on a CPU), or `"auto"`: TensorFlow Lite on the
             TensorFlow backend when no GPU is visible and TensorFlow Lite can
             run, else Keras. `"tflite"` needs TensorFlow and a fusable model.
@@ -176,14 +179,12 @@ def _inference_model(model, engine):
 
     A model that can't be fused runs as it is, with Keras, unless `engine` is `"tflite"`.
     """
-    from kanime.models.fused import NotFusableError, fuse_generator
 
     picked = engine
     if engine == "auto":
         picked = "tflite" if _tflite_is_best() else "keras"
     try:
         if picked == "tflite":
-            from kanime.tflite import TFLiteGenerator, to_tflite
 
             return picked, TFLiteGenerator(to_tflite(model))
         fused = fuse_generator(model)
@@ -205,7 +206,6 @@ def _tflite_is_best() -> bool:
         return False
     import tensorflow as tf
 
-    from kanime.tflite import tflite_available
 
     return not tf.config.list_physical_devices("GPU") and tflite_available()
 
@@ -222,7 +222,6 @@ def _vocabulary_beside(file: Path, model) -> TagVocabulary:
     num_tags = int(model.inputs[1].shape[-1])
     recipe_file = file.parent / "recipe.yaml"
     if recipe_file.is_file():
-        from kanime.recipe import load_recipe
 
         vocabulary = load_recipe(recipe_file).vocabulary
         if len(vocabulary) == num_tags:
