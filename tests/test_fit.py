@@ -10,9 +10,11 @@ import pytest
 import yaml
 from conftest import ROOT, interrupt_after_epoch, write_recipe
 
+from kanime.models.export import read_metadata
 from kanime.recipe import RecipeError
 from kanime.run.callbacks import NonFiniteLossError
 from kanime.run.checkpoint import read_meta
+from kanime.tags import PAPER_TAGS, TagVocabulary
 from kanime.training.fit import fit
 
 
@@ -50,6 +52,9 @@ def test_short_fit_writes_a_complete_run(tmp_path, tiny_recipe):
     assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in rows)
     assert yaml.safe_load((run / "recipe.yaml").read_text())["training"]["steps"] == 8
     assert read_meta(run / "backup" / "state.npz")["step"] == 8
+    # The exported generator names its tags itself: no recipe.yaml needed beside it.
+    stored = read_metadata(run / "generator.keras")["vocabulary"]
+    assert TagVocabulary.from_config(stored) == PAPER_TAGS
     # No temporary file is left behind by the atomic writes.
     assert not [p for p in run.rglob(".*") if p.is_file()]
 

@@ -147,3 +147,36 @@ def test_resize_upsampling_generator_runs_everywhere_the_plain_one_does(tmp_path
     np.testing.assert_allclose(loaded.predict([z, tags], verbose=0), expected, atol=1e-6)
     with pytest.raises(ValueError, match="upsample_init='icnr'"):
         Generator(32, upsample="resize", upsample_init="icnr")
+
+
+def test_a_generator_file_carries_its_vocabulary(tmp_path):
+    import keras
+
+    from kanime.inference import CharacterGenerator
+    from kanime.models import Generator
+    from kanime.models.export import read_metadata
+    from kanime.tags import TagGroup, TagVocabulary
+
+    vocabulary = TagVocabulary([
+        TagGroup("color", ("red hair", "blue hair"), exclusive=True, sampling="one"),
+        TagGroup("other", ("hat",)),
+    ])  # fmt: skip
+    g = Generator(32, latent_dim=8, num_tags=3, channels=8, num_blocks=1, upsample_channels=16)
+    alone = tmp_path / "alone"  # no recipe.yaml beside it
+    alone.mkdir()
+    save_model_atomic(g, alone / "g.keras", metadata={"vocabulary": vocabulary.get_config()})
+    assert TagVocabulary.from_config(read_metadata(alone / "g.keras")["vocabulary"]) == vocabulary
+    assert keras.saving.load_model(alone / "g.keras").count_params() == g.count_params()
+    characters = CharacterGenerator.load(alone / "g.keras")
+    assert characters.vocabulary == vocabulary
+    assert characters.generate([0], "blue hair, hat").shape == (1, 32, 32, 3)
+
+    # Without a stored vocabulary a 3-tag file has nothing to go by, and says so.
+    save_model_atomic(g, alone / "bare.keras")
+    assert read_metadata(alone / "bare.keras") is None
+    with pytest.raises(ValueError, match="stores no vocabulary"):
+        CharacterGenerator.load(alone / "bare.keras")
+    wrong = {"vocabulary": TagVocabulary([TagGroup("x", ("hat",))]).get_config()}
+    save_model_atomic(g, alone / "wrong.keras", metadata=wrong)
+    with pytest.raises(ValueError, match="stored vocabulary has 1 tags; the model takes 3"):
+        CharacterGenerator.load(alone / "wrong.keras")

@@ -86,7 +86,7 @@ class _Steps:
 def _load_generator(generator):
     if isinstance(generator, (str, os.PathLike)):
 
-        return CharacterGenerator.load(generator), Path(generator)
+        return CharacterGenerator.load(generator, fuse=False), Path(generator)
     for attribute in ("vocabulary", "noise", "resolution"):
         if not hasattr(generator, attribute):
             raise TypeError(

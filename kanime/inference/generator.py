@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from kanime.images import to_uint8
 from kanime.inference.fused import NotFusableError, fuse_generator
 from kanime.inference.tflite import TFLiteGenerator, tflite_available, to_tflite
+from kanime.models.export import read_metadata
 from kanime.recipe import load_recipe
 from kanime.tags import PAPER_TAGS, TagVocabulary
 
@@ -81,17 +83,16 @@ class CharacterGenerator:
         self.resolution = int(model.outputs[0].shape[1])
 
     @classmethod
-    def load(cls, path, engine: str = "auto") -> CharacterGenerator:
+    def load(cls, path, fuse: bool = True, engine: str = "auto") -> CharacterGenerator:
         """Loads a run folder (its `generator.keras`) or a `.keras` generator file.
 
-        `engine` is as for the constructor.
+        The tag vocabulary is the one the file stores (`kanime fit` writes it in);
+        `fuse` and `engine` are as for the constructor.
 
         Raises:
             FileNotFoundError: no generator at `path`.
             ValueError: the file is not a generator, or no vocabulary fits its tag input.
         """
-        import keras
-
         path = Path(path)
         file = path / "generator.keras" if path.is_dir() else path
         if not file.is_file():
@@ -108,7 +109,7 @@ class CharacterGenerator:
                 f"{file} is not a generator: expected inputs [z, tags] and one image output, "
                 f"got {len(model.inputs)} inputs and {len(model.outputs)} outputs."
             )
-        return cls(model, _vocabulary_beside(file, model), engine=engine)
+        return cls(model, _vocabulary_of(file, model), fuse=fuse, engine=engine)
 
     def noise(self, seeds) -> np.ndarray:
         """The noise vectors of `seeds` (ints >= 0): `(len(seeds), latent_dim)` float32."""
@@ -200,8 +201,6 @@ def _inference_model(model, engine):
 
 def _tflite_is_best() -> bool:
     """TensorFlow backend, no GPU, TensorFlow Lite at hand: XNNPACK beats XLA on a CPU."""
-    import keras
-
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf
@@ -218,19 +217,29 @@ def _seed(value) -> int:
     return int(value)
 
 
-def _vocabulary_beside(file: Path, model) -> TagVocabulary:
+def _vocabulary_of(file: Path, model) -> TagVocabulary:
+    """The vocabulary the file stores (`kanime.json`, written by `kanime fit`); for files
+    exported before it did, a `recipe.yaml` beside it, else the paper's 34 tags."""
     num_tags = int(model.inputs[1].shape[-1])
+    metadata = read_metadata(file) or {}
+    if "vocabulary" in metadata:
+        vocabulary = TagVocabulary.from_config(metadata["vocabulary"])
+        if len(vocabulary) != num_tags:
+            raise ValueError(
+                f"{file}: its stored vocabulary has {len(vocabulary)} tags; the model takes "
+                f"{num_tags}."
+            )
+        return vocabulary
     recipe_file = file.parent / "recipe.yaml"
     if recipe_file.is_file():
-
         vocabulary = load_recipe(recipe_file).vocabulary
         if len(vocabulary) == num_tags:
             return vocabulary
     if num_tags == len(PAPER_TAGS):
         return PAPER_TAGS
     raise ValueError(
-        f"{file} takes {num_tags} tags and no recipe.yaml beside it gives a vocabulary of "
-        f"that size: keep the generator in its run folder (with recipe.yaml)."
+        f"{file} takes {num_tags} tags, stores no vocabulary, and no recipe.yaml beside it "
+        "gives one of that size: export it again with `kanime fit` (which stores it)."
     )
 
 

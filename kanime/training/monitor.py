@@ -84,7 +84,9 @@ class GANMonitor(RunMonitor):
         self.writer.image("samples/ema", grid, step)
 
     def export(self):
-        save_model_atomic(self.model.ema_generator, self.run.generator)
+        # The generator carries its tag vocabulary: it loads without the recipe beside it.
+        metadata = {"vocabulary": self.model.vocabulary.get_config()}
+        save_model_atomic(self.model.ema_generator, self.run.generator, metadata=metadata)
         save_model_atomic(self.model.discriminator, self.run.discriminator)
 
 
