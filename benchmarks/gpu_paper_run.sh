@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The paper's recipe on one GPU, JAX backend, through the numpy loader (no TensorFlow there).
-# Run from the repo root on the GPU machine, with the keras/namex/optree wheels in .whl/ and
+# Run from the repo root on the GPU machine, with the keras/namex/optree wheels (and, as the
+# shards are read by protobuf, the protobuf and google-crc32c wheels) in .whl/ and
 # a `kanime prepare --faces --labels` output of getchu-faces-128 in data/getchu:
 #   bash benchmarks/gpu_paper_run.sh OUT_DIR TRAIN_SECONDS [KEY=VALUE ...]
 # (recipe overrides for the training run; SKIP_STEP_BENCH=1 skips the step timings, which run

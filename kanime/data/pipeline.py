@@ -6,7 +6,7 @@ Two loaders read the same shards:
   TensorFlow backend. It streams, shuffles, decodes, flips and prefetches in
   TensorFlow's threads.
 - `load_arrays`: the whole data set as in-memory uint8 arrays, read without
-  TensorFlow (pure-Python records, OpenCV JPEG decoding), for the JAX backend.
+  TensorFlow (records through protobuf, OpenCV JPEG decoding), for the JAX backend.
   `kanime.data.batches.ArrayBatches` then shuffles, flips and batches them.
 
 Importing this module does not import TensorFlow.

@@ -9,7 +9,7 @@ without them (atomically, shard by shard), their manifest rows move to
 `labels.png` are recomputed. Nothing is detected again.
 
 Both read the shards with `kanime.data.tfrecords.iter_records` and
-`decode_example`, and write them with its `ShardWriter`: pure Python, no TensorFlow.
+`decode_example`, and write them with its `ShardWriter`: no TensorFlow.
 """
 
 from __future__ import annotations

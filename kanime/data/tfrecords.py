@@ -12,18 +12,20 @@ One record holds one face. Its features:
 | `box`    | int64 x 4   | `x, y, w, h` of the grown face box in the source; -1 unknown |
 | `year`   | int64       | the year of the source image; -1 when unknown                |
 
-Writing (`encode_example`) uses TensorFlow, imported when called. Reading has two
-paths: `kanime.data.pipeline.make_dataset` reads with `tf.data`, and
-`iter_records` + `decode_example` read in pure Python (no TensorFlow and no
-protobuf package), for backends that train without TensorFlow. Importing this
-module does not import TensorFlow.
+The records are read and written with libraries, not by hand: the `tf.train.Example`
+message by `protobuf` (the schema, which is TensorFlow's `example.proto`, is declared
+below in a private descriptor pool, so it works with and without TensorFlow installed),
+the checksums by `google-crc32c`. `kanime.data.pipeline.make_dataset` reads the same
+shards with `tf.data`; `iter_records` + `decode_example` read them on any backend.
+Importing this module does not import TensorFlow.
 
 Shards are named `<prefix>-NNNNN.tfrecord`; `ShardWriter` writes them, each
 under a temporary name renamed into place when the shard is complete.
 
 Examples:
-    >>> crc32c(b"123456789") == 0xE3069283
-    True
+    >>> record = encode_example("a1", b"\\xff\\xd8jpeg", [1, 0], 1, "src/a.png")
+    >>> decode_example(record)["tags"].tolist()
+    [1.0, 0.0]
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from __future__ import annotations
 import glob
 import os
 import struct
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 
+import google_crc32c
 import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 
 FEATURE_KEYS = ("id", "image", "tags", "tagged", "source", "box", "year")
 """The feature keys of one face record, in the order of the table above."""
@@ -45,146 +48,17 @@ _PREPARE_HINT = "Write the shards with `kanime prepare SRC OUT`."
 
 # --- CRC32C (Castagnoli) ------------------------------------------------------------------
 
-_POLY = 0x82F63B78  # the Castagnoli polynomial, bit-reversed
 _MASK_DELTA = 0xA282EAD8
 
 
-def _make_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (_POLY if crc & 1 else 0)
-        table.append(crc)
-    return table
-
-
-_TABLE = _make_table()
-_TABLE_NP = np.array(_TABLE, dtype=np.uint32)
-_BLOCK = 256  # bytes per block of the vectorized CRC
-_GROUP = 256  # blocks combined at once with the distance tables
-_VECTOR_MIN = 512  # shorter inputs use the byte loop
-
-# The CRC register is linear over GF(2) in the input bits when it starts at 0. `_POS[j][b]`
-# is the register after byte `b` at position `j` of a `_BLOCK`-byte block of zeros, so the
-# register of a block is the XOR of `_POS[j][block[j]]` over its bytes.
-_POS = np.empty((_BLOCK, 256), dtype=np.uint32)
-_POS[_BLOCK - 1] = _TABLE_NP
-for _j in range(_BLOCK - 2, -1, -1):
-    _prev = _POS[_j + 1]
-    _POS[_j] = (_prev >> np.uint32(8)) ^ _TABLE_NP[_prev & np.uint32(0xFF)]
-del _j, _prev
-_POS_FLAT = _POS.ravel()
-_POS_OFFSETS = np.arange(_BLOCK, dtype=np.intp) * 256  # `take` on flat tables beats 2-D indexing
-_BYTE_SHIFTS = np.array([0, 8, 16, 24], dtype=np.uint32)
-
-
-def _shift(tables: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Applies a linear map of the register given by 4 byte tables: XOR of `tables[i][byte i]`."""
-    m = np.uint32(0xFF)
-    return (
-        tables[0][x & m]
-        ^ tables[1][(x >> np.uint32(8)) & m]
-        ^ tables[2][(x >> np.uint32(16)) & m]
-        ^ tables[3][x >> np.uint32(24)]
-    )
-
-
-# Feeding 4 zero bytes to a register `x` gives the same register as feeding the 4 bytes of
-# `x` (little-endian) to a zero register. So "register followed by one block of zeros" is
-# given by the tables of positions 0..3 of a block, `_POS[:4]`.
-_distance = []  # [d][i][b]: byte b at byte i of a register followed by d blocks of zeros
-_doubling = []  # [k]: tables of a register followed by _GROUP * 2**k blocks of zeros
-_tables_lock = threading.Lock()
-
-
-def _distance_tables() -> np.ndarray:
-    with _tables_lock:
-        if not _distance:
-            tables = np.empty((_GROUP + 1, 4, 256), dtype=np.uint32)
-            tables[0] = np.arange(256, dtype=np.uint32) << _BYTE_SHIFTS[:, None]
-            tables[1] = _POS[:4]
-            for d in range(2, _GROUP + 1):
-                tables[d] = _shift(tables[1], tables[d - 1])
-            _distance.append(tables)
-        return _distance[0]
-
-
-def _doubling_tables(level: int) -> np.ndarray:
-    first = _distance_tables()[_GROUP]
-    with _tables_lock:
-        if not _doubling:
-            _doubling.append(first)
-        while len(_doubling) <= level:
-            last = _doubling[-1]
-            _doubling.append(_shift(last, last))
-        return _doubling[level]
-
-
-def _crc32c_loop(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    table = _TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _crc32c_numpy(data: bytes) -> int:
-    n = len(data)
-    pad = -n % _BLOCK
-    buf = np.zeros(pad + n, dtype=np.uint8)
-    buf[pad:] = np.frombuffer(data, dtype=np.uint8)
-    # The initial register 0xFFFFFFFF is the same as a zero register with the first four
-    # bytes inverted; leading zero bytes leave a zero register at zero.
-    buf[pad : pad + 4] ^= 0xFF
-    regs = np.bitwise_xor.reduce(_POS_FLAT.take(buf.reshape(-1, _BLOCK) + _POS_OFFSETS), axis=1)
-    # Block c of k is followed by k - 1 - c blocks: shift each register by its distance
-    # to the end (in groups of at most _GROUP blocks) and XOR them.
-    count = len(regs)
-    width = min(count, _GROUP)
-    extra = -count % width
-    if extra:
-        regs = np.concatenate([np.zeros(extra, dtype=np.uint32), regs])
-    regs = regs.reshape(-1, width)
-    # flat index of [distance][byte position][byte value] in the distance tables
-    # (byte position i starts at i * 256 = _BYTE_SHIFTS[i] * 32)
-    index = np.arange(width - 1, -1, -1, dtype=np.intp)[:, None] * 1024 + _BYTE_SHIFTS * 32
-    index = index + ((regs[..., None] >> _BYTE_SHIFTS) & 0xFF)
-    parts = _distance_tables().ravel().take(index.reshape(len(regs), -1))
-    regs = np.bitwise_xor.reduce(parts, axis=1)
-    # Groups (more than _GROUP blocks): combine neighbours, reg(A + B) = shift(reg(A)) ^ reg(B).
-    width = 1 << (len(regs) - 1).bit_length()
-    if width > len(regs):
-        regs = np.concatenate([np.zeros(width - len(regs), dtype=np.uint32), regs])
-    level = 0
-    while len(regs) > 1:
-        regs = _shift(_doubling_tables(level), regs[0::2]) ^ regs[1::2]
-        level += 1
-    return int(regs[0]) ^ 0xFFFFFFFF
-
-
 def crc32c(data: bytes) -> int:
-    """The CRC-32C (Castagnoli) checksum of `data`, as TFRecord files use it.
-
-    Long inputs are checksummed with numpy (blocks in parallel, then combined);
-    short ones with the classic table loop.
-
-    Args:
-        data: a bytes-like object.
-
-    Returns:
-        The checksum, an int in `[0, 2**32)`.
+    """The CRC-32C (Castagnoli) checksum of `data`, as TFRecord files use it (`google-crc32c`).
 
     Examples:
         >>> hex(crc32c(b"123456789"))
         '0xe3069283'
-        >>> crc32c(bytes(1000)) == crc32c(bytearray(1000))
-        True
     """
-    data = bytes(data) if not isinstance(data, bytes) else data
-    if len(data) < _VECTOR_MIN:
-        return _crc32c_loop(data)
-    return _crc32c_numpy(data)
+    return google_crc32c.value(bytes(data))
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -193,7 +67,58 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-# --- tf.train.Example: encoding (TensorFlow) ------------------------------------------------
+# --- tf.train.Example: the schema ----------------------------------------------------------
+
+
+def _example_message():
+    """The `Example` message class of TensorFlow's `example.proto` (the same field numbers and
+    types, so the same bytes), declared in a private pool that cannot clash with TensorFlow's."""
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="kanime/example.proto", package="kanime", syntax="proto3"
+    )
+
+    def field(name, number, kind, type_name=None, repeated=False, **more):
+        label = F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL
+        if type_name:  # message fields only: a set type_name on a scalar is refused
+            more["type_name"] = type_name
+        return {"name": name, "number": number, "type": kind, "label": label, **more}
+
+    def add_message(name, *fields, parent=file.message_type):
+        proto = parent.add(name=name)
+        for spec in fields:
+            proto.field.add(**spec)
+        return proto
+
+    for name, kind in [("Bytes", F.TYPE_BYTES), ("Float", F.TYPE_FLOAT), ("Int64", F.TYPE_INT64)]:
+        add_message(f"{name}List", field("value", 1, kind, repeated=True))  # proto3: packed
+    feature = add_message("Feature", *(
+        field(f"{name.lower()}_list", i + 1, F.TYPE_MESSAGE, f".kanime.{name}List", oneof_index=0)
+        for i, name in enumerate(["Bytes", "Float", "Int64"])
+    ))  # fmt: skip
+    feature.oneof_decl.add(name="kind")
+    features = add_message(
+        "Features",
+        field("feature", 1, F.TYPE_MESSAGE, ".kanime.Features.FeatureEntry", repeated=True),
+    )
+    entry = add_message(
+        "FeatureEntry",
+        field("key", 1, F.TYPE_STRING),
+        field("value", 2, F.TYPE_MESSAGE, ".kanime.Feature"),
+        parent=features.nested_type,
+    )
+    entry.options.map_entry = True
+    add_message("Example", field("features", 1, F.TYPE_MESSAGE, ".kanime.Features"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("kanime.Example"))
+
+
+Example = _example_message()
+"""TensorFlow's `tf.train.Example` message, from `protobuf` (without TensorFlow)."""
+
+
+# --- tf.train.Example: encoding and decoding ------------------------------------------------
 
 
 def encode_example(
@@ -205,7 +130,7 @@ def encode_example(
     box: Sequence[int] = UNKNOWN_BOX,
     year: int = -1,
 ) -> bytes:
-    """One face as a serialized `tf.train.Example` (imports TensorFlow).
+    """One face as a serialized `tf.train.Example`.
 
     Args:
         face_id: the face's id.
@@ -225,8 +150,6 @@ def encode_example(
         >>> face["id"], face["tags"].tolist(), face["box"], face["year"]
         ('a1', [1.0, 0.0, 0.5], (-1, -1, -1, -1), -1)
     """
-    import tensorflow as tf
-
     jpeg_bytes = bytes(jpeg_bytes)
     if not jpeg_bytes.startswith(b"\xff\xd8"):
         raise ValueError(
@@ -243,155 +166,20 @@ def encode_example(
     if tagged not in (0, 1):
         raise ValueError(f"Face {face_id!r}: `tagged` must be 0 or 1. Received: {tagged}")
 
-    def as_bytes(*values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-
-    def as_ints(*values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-    feature = {
-        "id": as_bytes(str(face_id).encode("utf-8")),
-        "image": as_bytes(jpeg_bytes),
-        "tags": tf.train.Feature(float_list=tf.train.FloatList(value=tags.tolist())),
-        "tagged": as_ints(tagged),
-        "source": as_bytes(os.fspath(source).encode("utf-8")),
-        "box": as_ints(*box),
-        "year": as_ints(int(year)),
-    }
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    example = Example()
+    feature = example.features.feature
+    feature["id"].bytes_list.value.append(str(face_id).encode("utf-8"))
+    feature["image"].bytes_list.value.append(jpeg_bytes)
+    feature["tags"].float_list.value.extend(tags.tolist())
+    feature["tagged"].int64_list.value.append(tagged)
+    feature["source"].bytes_list.value.append(os.fspath(source).encode("utf-8"))
+    feature["box"].int64_list.value.extend(box)
+    feature["year"].int64_list.value.append(int(year))
     return example.SerializeToString()
 
 
-# --- tf.train.Example: decoding (pure Python) -----------------------------------------------
-
-
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end:
-            raise ValueError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise ValueError("varint longer than 10 bytes")
-
-
-def _fields(buf: bytes, pos: int, end: int) -> list[tuple[int, int, object]]:
-    """The `(number, wire type, value)` fields of a message; LEN/fixed values are spans."""
-    fields = []
-    while pos < end:
-        key = buf[pos]
-        if key < 0x80:  # one-byte varints (the common case) inline
-            pos += 1
-        else:
-            key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            if pos >= end:
-                raise ValueError(f"field {number} runs past the end of its message")
-            size = buf[pos]
-            if size < 0x80:
-                pos += 1
-            else:
-                size, pos = _varint(buf, pos, end)
-            value = (pos, pos + size)
-            pos += size
-        elif wire == 0:
-            value, pos = _varint(buf, pos, end)
-        elif wire == 5:
-            value = (pos, pos + 4)
-            pos += 4
-        elif wire == 1:
-            value = (pos, pos + 8)
-            pos += 8
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire} (field {number})")
-        if pos > end:
-            raise ValueError(f"field {number} runs past the end of its message")
-        fields.append((number, wire, value))
-    return fields
-
-
-def _signed64(value: int) -> int:
-    value &= 0xFFFFFFFFFFFFFFFF
-    return value - (1 << 64) if value >> 63 else value
-
-
-def _feature(buf: bytes, start: int, stop: int) -> tuple[str | None, list]:
-    """Decodes a `Feature` message: `(kind, values)`, kind one of bytes/float/int64/None."""
-    kind, values = None, []
-    for number, wire, span in _fields(buf, start, stop):
-        if wire != 2 or number not in (1, 2, 3):
-            continue  # unknown field: skip it
-        values = []
-        s, e = span
-        if number == 1:
-            kind = "bytes"
-            for n, w, v in _fields(buf, s, e):
-                if n == 1 and w == 2:
-                    values.append(buf[v[0] : v[1]])
-        elif number == 2:
-            kind = "float"
-            for n, w, v in _fields(buf, s, e):
-                if n != 1:
-                    continue
-                if w == 2:  # packed
-                    a, b = v
-                    if (b - a) % 4:
-                        raise ValueError("packed float list length is not a multiple of 4")
-                    values.extend(np.frombuffer(buf, "<f4", (b - a) // 4, a).tolist())
-                elif w == 5:  # one unpacked float
-                    values.append(struct.unpack_from("<f", buf, v[0])[0])
-        else:
-            kind = "int64"
-            for n, w, v in _fields(buf, s, e):
-                if n != 1:
-                    continue
-                if w == 2:  # packed varints
-                    pos, b = v
-                    while pos < b:
-                        x, pos = _varint(buf, pos, b)
-                        values.append(_signed64(x))
-                elif w == 0:  # one unpacked varint
-                    values.append(_signed64(v))
-    return kind, values
-
-
-def parse_features(serialized: bytes) -> dict[str, tuple[str | None, list]]:
-    """All features of a serialized `tf.train.Example`, in pure Python.
-
-    Args:
-        serialized: the bytes of one record.
-
-    Returns:
-        `{key: (kind, values)}` where kind is `"bytes"`, `"float"`, `"int64"`, or None
-        for a feature with no value set.
-    """
-    buf = bytes(serialized)
-    features = {}
-    for number, wire, span in _fields(buf, 0, len(buf)):
-        if number != 1 or wire != 2:
-            continue
-        for n, w, entry in _fields(buf, *span):
-            if n != 1 or w != 2:
-                continue
-            a, b = entry
-            key, value = "", (a, a)
-            for k, kw, field_span in _fields(buf, a, b):
-                if k == 1 and kw == 2:
-                    key = buf[field_span[0] : field_span[1]].decode("utf-8")
-                elif k == 2 and kw == 2:
-                    value = field_span
-            features[key] = _feature(buf, *value)
-    return features
-
-
 def decode_example(serialized: bytes) -> dict:
-    """Decodes one face record in pure Python (no TensorFlow, no protobuf package).
+    """Decodes one face record (no TensorFlow needed).
 
     Args:
         serialized: the bytes of one record, as written by `encode_example`.
@@ -412,17 +200,19 @@ def decode_example(serialized: bytes) -> dict:
         (b'\\xff\\xd8', (-1, -1, -1, -1), 0)
     """
     try:
-        features = parse_features(serialized)
-    except (ValueError, UnicodeDecodeError) as error:
+        features = Example.FromString(bytes(serialized)).features.feature
+    except message.DecodeError as error:
         raise ValueError(f"Not a valid tf.train.Example: {error}") from None
 
     def get(key, kind, default):
-        if key not in features or features[key][0] is None:
+        got = features[key].WhichOneof("kind") if key in features else None
+        if got is None:
             return default
-        got, values = features[key]
-        if got != kind:
-            raise ValueError(f"Feature {key!r} should be a {kind} list. Received a {got} list")
-        return values or default
+        if got != f"{kind}_list":
+            raise ValueError(
+                f"Feature {key!r} should be a {kind} list. Received a {got.split('_')[0]} list"
+            )
+        return list(getattr(features[key], got).value) or default
 
     image = get("image", "bytes", [])
     if not image:

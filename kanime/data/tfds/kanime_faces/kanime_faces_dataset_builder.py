@@ -4,7 +4,7 @@ The manual folder (`--manual_dir`, default `~/tensorflow_datasets/downloads/manu
 holds one of two layouts, detected in this order:
 
 - **shards**: the output of `kanime prepare SRC OUT` (`faces-*.tfrecord` shards and
-  `manifest.jsonl`), read with kanime's pure-Python record reader;
+  `manifest.jsonl`), read with kanime's record reader (no TensorFlow);
 - **folder**: `images/` with the face images and `labels.csv` with a `filename` column
   and one 0/1 column per tag (`blonde_hair`, ...), the layout of a getchu-faces-128 folder.
   Images that `labels.csv` does not list are kept as untagged faces (`tagged=0`); a
