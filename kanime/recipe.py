@@ -10,7 +10,8 @@ name: quickstart
 seed: 1
 tags: paper              # or a mapping {groups: [...]}, see TagVocabulary.from_config
 data:
-  source: procedural     # or tfrecord, with `path: data/shards` (a directory or a glob)
+  source: procedural     # or tfrecord, with `path: data/shards` (a directory or a glob),
+                         # or tfds, with `path:` the kanime_faces builder's manual folder
   num_images: 2000
 model:
   resolution: 32
@@ -154,10 +155,14 @@ class DataConfig:
 
     Args:
         source: `"procedural"` (synthetic faces made on the fly, nothing to
-            download) or `"tfrecord"` (prepared shards read from `path`).
-        path: for `"tfrecord"`, a directory of shards or a glob pattern. A
-            relative path is kept as written and resolved by the reader against
-            the current working directory.
+            download), `"tfrecord"` (prepared shards read from `path`) or `"tfds"`
+            (the `kanime_faces` TensorFlow Datasets builder over the folder `path`:
+            see `kanime.data.tfds.source`; 64 or 128 px).
+        path: for `"tfrecord"`, a directory of shards or a glob pattern; for
+            `"tfds"`, the builder's manual folder. A relative path is kept as
+            written and resolved against the current working directory.
+        tfds_dir: for `"tfds"`, where TFDS keeps the prepared dataset; None for
+            TFDS's default (`~/tensorflow_datasets`, or `$TFDS_DATA_DIR`).
         num_images: the number of procedural faces (ignored for `"tfrecord"`).
         flip: random horizontal flips.
         allow_untagged: keep faces that have no hair-colour tag.
@@ -167,8 +172,9 @@ class DataConfig:
         True
     """
 
-    source: Literal["procedural", "tfrecord"] = "procedural"
+    source: Literal["procedural", "tfrecord", "tfds"] = "procedural"
     path: str | None = None
+    tfds_dir: str | None = None
     num_images: int = _field(20000, _AT_LEAST_1)
     flip: bool = True
     allow_untagged: bool = True
@@ -417,9 +423,12 @@ class TaggerDataConfig:
     """The tagged faces a tagger trains on, and the share held out to evaluate it.
 
     Args:
-        source: `"procedural"` (synthetic faces with true tags) or `"tfrecord"`
-            (a `kanime prepare` output read from `path`). Untagged faces are skipped.
-        path: for `"tfrecord"`, a directory of shards or a glob pattern.
+        source: `"procedural"` (synthetic faces with true tags), `"tfrecord"` (a
+            `kanime prepare` output read from `path`) or `"tfds"` (the `kanime_faces`
+            TFDS builder over the folder `path`). Untagged faces are skipped.
+        path: for `"tfrecord"`, a directory of shards or a glob pattern; for `"tfds"`,
+            the builder's manual folder.
+        tfds_dir: for `"tfds"`, where TFDS keeps the prepared dataset; None for its default.
         num_images: the number of procedural faces (ignored for `"tfrecord"`).
         holdout: the faces held out for evaluation: a fraction in (0, 1) (at least
             one batch is held out) or an integer count. They are chosen by a
@@ -431,8 +440,9 @@ class TaggerDataConfig:
         6000
     """
 
-    source: Literal["procedural", "tfrecord"] = "procedural"
+    source: Literal["procedural", "tfrecord", "tfds"] = "procedural"
     path: str | None = None
+    tfds_dir: str | None = None
     num_images: int = _field(6000, _AT_LEAST_1)
     holdout: int | float = _field(0.1, _holdout)
     flip: bool = True
@@ -645,11 +655,12 @@ def _build(cls, mapping, source: str, prefix: str = ""):
 
 def _check_recipe(recipe: Recipe | TaggerRecipe, source: str) -> Recipe | TaggerRecipe:
     """Rules that involve several fields."""
-    if recipe.data.source == "tfrecord" and not recipe.data.path:
+    if recipe.data.source != "procedural" and not recipe.data.path:
         raise RecipeError(
-            f"{source}: `data.path` is required when `data.source` is 'tfrecord'; set it to "
-            "a directory of TFRecord shards or a glob pattern (e.g. `data.path: data/shards` "
-            f"or `--set data.path=data/shards`). Received: data.path={recipe.data.path!r}"
+            f"{source}: `data.path` is required when `data.source` is "
+            f"{recipe.data.source!r}; set it to a directory of TFRecord shards or a glob "
+            "pattern (for 'tfds': the builder's manual folder), e.g. `data.path: data/shards` "
+            f"or `--set data.path=data/shards`. Received: data.path={recipe.data.path!r}"
         )
     if isinstance(recipe, TaggerRecipe):
         # A tagger run logs, and backs up, at the end of each log interval.

@@ -24,6 +24,14 @@ FLOORS = {
 }  # fmt: skip
 
 
+# Imports inside a function that are allowed: kanime modules that need an optional
+# dependency, imported only when used.
+OPTIONAL = {
+    # the TFDS builder imports TensorFlow Datasets, and so TensorFlow
+    ("kanime.data.tfds.source", "kanime.data.tfds.kanime_faces"),
+}
+
+
 def unit(module: str) -> str:
     """The floor unit of a dotted module name: `kanime.data.prepare` -> `data`."""
     parts = module.split(".")
@@ -66,7 +74,11 @@ def test_imports_point_down():
 
 
 def test_no_kanime_import_inside_a_function():
-    hidden = [f"{module} imports {target}" for module, target, inner in kanime_imports() if inner]
+    hidden = [
+        f"{module} imports {target}"
+        for module, target, inner in kanime_imports()
+        if inner and (module, target) not in OPTIONAL
+    ]
     assert not hidden, "\n".join(hidden)
 
 

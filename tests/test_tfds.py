@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import yaml
 
 from kanime.data.tfds.kanime_faces import kanime_faces_dataset_builder as kf
 from kanime.tags import PAPER_TAGS
@@ -70,3 +71,28 @@ def test_missing_manual_folder_names_expected_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="labels.csv") as info:
         kf.find_layout(tmp_path)
     assert str(tmp_path / "faces-*.tfrecord") in str(info.value)
+
+
+def test_training_reads_the_builder_as_a_data_source(tmp_path):
+    from kanime.recipe import RecipeError
+    from kanime.tagger import fit_tagger
+
+    manual = tmp_path / "manual"
+    _write_folder(manual, np.random.default_rng(1), n=40)  # the last face is untagged
+    recipe = {
+        "name": "tfds-tagger", "seed": 0,
+        "data": {"source": "tfds", "path": str(manual), "tfds_dir": str(tmp_path / "tfds"),
+                 "holdout": 7},
+        "model": {"resolution": 64, "channels": 4},
+        "training": {"batch_size": 8, "steps": 2},
+        "logging": {"log_every": 2, "backup_every": 2},
+    }  # fmt: skip
+    path = tmp_path / "tagger.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = fit_tagger(path, tmp_path / "run", progress=False)
+    # 39 tagged faces reach the tagger: 7 held out, 32 trained on.
+    assert result.step == 2
+    assert (result.evaluation["held_out"], result.evaluation["trained_on"]) == (7, 32)
+    assert (tmp_path / "tfds" / "kanime_faces" / "64").is_dir()  # TFDS's copy, where told
+    with pytest.raises(RecipeError, match="64 or 128 px"):
+        fit_tagger(path, tmp_path / "run32", ["model.resolution=32"], progress=False)

@@ -1,5 +1,6 @@
 """In-memory training batches for any backend (no TensorFlow needed)."""
 
+import keras
 import numpy as np
 from keras.utils import PyDataset
 
@@ -78,6 +79,17 @@ class ArrayBatches(PyDataset):
             flips = np.random.default_rng([self.seed, rnd, k, 1]).random(len(idx)) < 0.5
             images[flips] = images[flips, :, ::-1]
         return images, self.tags[idx]
+
+    def for_fit(self, start, stop):
+        """`(data, callbacks)` for `fit` over the steps `[start, stop)`: a `tf.data` dataset
+        on TensorFlow; on other backends this object and the callback that tells it the epoch.
+        """
+        if keras.backend.backend() == "tensorflow":
+            return self.to_tf_dataset(start, stop), []
+        set_epoch = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs=None: self.set_epoch(epoch)
+        )
+        return self, [set_epoch]
 
     def to_tf_dataset(self, start, stop):
         """A `tf.data.Dataset` of the batches at positions `[start, stop)`, static shapes.

@@ -19,6 +19,7 @@ import random
 import cv2
 import numpy as np
 
+from kanime.data.tfds.source import load_tfds_arrays
 from kanime.data.tfrecords import count_records, decode_example, iter_records, list_shards
 from kanime.recipe import RecipeError
 
@@ -352,4 +353,36 @@ def load_arrays(path_or_pattern, image_size: int, allow_untagged: bool = True, p
     if kept < total:
         images.resize((kept, image_size, image_size, 3), refcheck=False)
         tags = tags[:kept].copy()
+    return images, tags
+
+
+def load_source(data, image_size: int, num_tags: int, allow_untagged: bool = True,
+                progress: bool = False):  # fmt: skip
+    """The faces of a recipe's `data` section (`tfrecord` or `tfds`) as in-memory arrays.
+
+    `tfrecord` reads the shards at `data.path` (`load_arrays`); `tfds` reads the
+    `kanime_faces` TFDS builder over the manual folder `data.path`
+    (`kanime.data.tfds.source.load_tfds_arrays`).
+
+    Returns:
+        `(images, tags)`: uint8 `(n, s, s, 3)` and float32 `(n, num_tags)`.
+
+    Raises:
+        RecipeError: nothing readable at `data.path`, or records with another tag count.
+    """
+    if data.source == "tfds":
+        try:
+            images, tags = load_tfds_arrays(
+                data.path, image_size, allow_untagged, progress, data_dir=data.tfds_dir
+            )
+        except (ValueError, FileNotFoundError) as e:
+            raise RecipeError(f"data.path (data.source: tfds): {e}") from e
+    else:
+        check_prepared(data.path)
+        images, tags = load_arrays(data.path, image_size, allow_untagged, progress=progress)
+    if tags.shape[1] != num_tags:
+        raise RecipeError(
+            f"data.path: the records carry {tags.shape[1]} tags; the recipe's vocabulary "
+            f"has {num_tags}."
+        )
     return images, tags

@@ -153,7 +153,7 @@ def evaluation_callbacks(recipe) -> list:
             extractor = inception_extractor()
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise RecipeError(f"logging.evaluate_*: {e}") from e
-    data = recipe.data.path if recipe.data.source == "tfrecord" else "procedural"
+    data = "procedural" if recipe.data.source == "procedural" else recipe.data.path
     monitor = EvaluationMonitor(
         recipe.vocabulary, data, recipe.seed, log.evaluate_every, recipe.training.steps,
         log.evaluate_n, extractor, tagger,

@@ -224,3 +224,50 @@ def finite_or_raise(monitor, run_dir, hint="", divergence_hint=""):
         f"Training stopped at step {step}: {names}. In {run_dir}, {kept}; running the same "
         f"command again resumes from it. {hint}"
     )
+
+
+def fit_steps(model, data, monitor, total_steps, log_every, resumed_from, *, before=(),
+              after=(), progress=True, shown=None, hint="", divergence_hint="",
+              **fit_kwargs):  # fmt: skip
+    """Trains `model` from step `resumed_from` to `total_steps`, watched by `monitor`.
+
+    The one training loop of every run: Keras epochs of `log_every` steps (the monitor
+    logs and backs up at their ends), a progress bar, the batches in the order `data`
+    gives them, and at the end `finite_or_raise`.
+
+    Args:
+        model: a compiled Keras model (the GAN or the tagger).
+        data: what `model.fit` takes (see `kanime.data.batches.ArrayBatches.for_fit`).
+        monitor: the run's `RunMonitor`.
+        total_steps: the step the run ends at.
+        log_every: steps of one Keras epoch.
+        resumed_from: the step the run starts from (a multiple of `log_every`).
+        before: callbacks that run before `monitor` (they add values it logs).
+        after: callbacks that run after the progress bar (e.g. the data's own).
+        progress: show the progress bar.
+        shown: the logged values the bar shows; default the GAN's losses.
+        hint: what to change, ending a NaN error.
+        divergence_hint: what to change, ending a divergence error.
+        **fit_kwargs: more `model.fit` arguments (`validation_data`, ...).
+
+    Raises:
+        NonFiniteLossError: a logged value became NaN or infinite.
+        DivergenceError: a logged value passed its limit in `monitor.limits`.
+    """
+    bar = ProgressBar(total_steps, resumed_from, enabled=progress)
+    bar.shown = shown or bar.shown
+    try:
+        model.fit(
+            data,
+            steps_per_epoch=log_every,
+            epochs=total_steps // log_every,
+            initial_epoch=resumed_from // log_every,
+            callbacks=[*before, monitor, bar, *after],
+            shuffle=False,  # the batches are already shuffled, reproducibly
+            verbose=0,
+            **fit_kwargs,
+        )
+    finally:
+        bar.close()
+    finite_or_raise(monitor, monitor.run.root, hint, divergence_hint)
+

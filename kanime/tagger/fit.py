@@ -30,7 +30,7 @@ import yaml
 
 from kanime.atomic import atomic_path
 from kanime.data.batches import ArrayBatches
-from kanime.data.pipeline import check_prepared, load_arrays
+from kanime.data.pipeline import load_source
 from kanime.data.procedural import make_faces
 from kanime.models.export import save_model_atomic
 from kanime.recipe import (
@@ -41,7 +41,7 @@ from kanime.recipe import (
     load_recipe,
     recipe_from_dict,
 )
-from kanime.run.callbacks import ProgressBar, RunMonitor, finite_or_raise, training_step
+from kanime.run.callbacks import RunMonitor, fit_steps, training_step
 from kanime.run.checkpoint import CheckpointError, load_variables, model_state_variables
 from kanime.run.layout import RunFolder
 from kanime.run.metrics_log import drop_logs_after, read_metrics
@@ -89,7 +89,7 @@ class TaggerResult:
 
 
 def _data_name(recipe):
-    return recipe.data.path if recipe.data.source == "tfrecord" else "procedural"
+    return "procedural" if recipe.data.source == "procedural" else recipe.data.path
 
 
 def load_tagged_faces(recipe, progress=False):
@@ -105,14 +105,8 @@ def load_tagged_faces(recipe, progress=False):
         except ValueError as e:
             raise RecipeError(f"tags: {e}. Use `tags: paper` with procedural data.") from e
 
-    check_prepared(data.path)
-    images, tags = load_arrays(data.path, size, allow_untagged=False, progress=progress)
-    if tags.shape[1] != len(recipe.vocabulary):
-        raise RecipeError(
-            f"data.path: the records carry {tags.shape[1]} tags; the recipe's vocabulary "
-            f"has {len(recipe.vocabulary)}."
-        )
-    return images, tags
+    return load_source(data, size, len(recipe.vocabulary), allow_untagged=False,
+                       progress=progress)  # fmt: skip
 
 
 def held_out_split(num_faces, recipe):
@@ -149,7 +143,7 @@ def _run_keys(recipe):
     flat = {"seed": recipe.seed, "model": recipe.to_dict()["model"], "tags": recipe.tags}
     flat.update({f"data.{k}": v for k, v in dataclasses.asdict(recipe.data).items()})
     # A value the source ignores does not change the run.
-    ignored = "data.num_images" if recipe.data.source == "tfrecord" else "data.path"
+    ignored = "data.path" if recipe.data.source == "procedural" else "data.num_images"
     flat[ignored] = None
     return flat
 
@@ -279,33 +273,16 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
             images[train], tags[train], recipe.training.batch_size, log.log_every,
             seed=recipe.seed, flip=recipe.data.flip,
         )  # fmt: skip
-        if keras.backend.backend() == "tensorflow":
-            data, data_callbacks = batches.to_tf_dataset(resumed_from, total), []
-        else:
-            set_epoch = keras.callbacks.LambdaCallback(
-                on_epoch_begin=lambda epoch, logs=None: batches.set_epoch(epoch)
-            )
-            data, data_callbacks = batches, [set_epoch]
+        data, data_callbacks = batches.for_fit(resumed_from, total)
         monitor = RunMonitor(
             run_dir, total, log.backup_every,
             meta={"recipe": recipe.name, "faces": len(images), "held_out": len(val)},
         )  # fmt: skip
-        bar = ProgressBar(total, resumed_from, enabled=progress, shown=("loss", "val_loss"))
-        try:
-            model.fit(
-                data,
-                steps_per_epoch=log.log_every,
-                epochs=total // log.log_every,
-                initial_epoch=resumed_from // log.log_every,
-                validation_data=(val_images, val_tags),
-                validation_batch_size=256,
-                callbacks=[monitor, bar, *data_callbacks],
-                shuffle=False,  # the batches are already shuffled, reproducibly
-                verbose=0,
-            )
-        finally:
-            bar.close()
-        finite_or_raise(monitor, run_dir, hint=NAN_HINT)
+        fit_steps(
+            model, data, monitor, total, log.log_every, resumed_from, after=data_callbacks,
+            progress=progress, shown=("loss", "val_loss"), hint=NAN_HINT,
+            validation_data=(val_images, val_tags), validation_batch_size=256,
+        )  # fmt: skip
 
     step = training_step(model)
     scores = model.predict(val_images, batch_size=256, verbose=0)

@@ -22,7 +22,7 @@ import keras
 import yaml
 
 from kanime.data.batches import ArrayBatches
-from kanime.data.pipeline import check_prepared, load_arrays, make_dataset
+from kanime.data.pipeline import check_prepared, load_source, make_dataset
 from kanime.data.procedural import make_faces
 from kanime.evaluation.monitor import evaluation_callbacks
 from kanime.images import conditioning_grid_inputs
@@ -35,7 +35,7 @@ from kanime.recipe import (
     load_recipe,
     recipe_from_dict,
 )
-from kanime.run.callbacks import ProgressBar, finite_or_raise
+from kanime.run.callbacks import fit_steps
 from kanime.run.checkpoint import CheckpointError, load_state, read_meta
 from kanime.run.layout import RunFolder
 from kanime.run.metrics_log import drop_logs_after, read_metrics
@@ -159,36 +159,29 @@ def _models(recipe: Recipe):
 def training_data(recipe: Recipe, start: int, stop: int, progress=True):
     """The batches of steps `[start, stop)` and the callbacks they need.
 
-    Procedural faces, and prepared TFRecords on backends other than TensorFlow, are
-    held in memory and batched by `ArrayBatches`, whose batch at a step depends only
-    on the seed and the step. Prepared TFRecords on TensorFlow stream through the
-    `tf.data` pipeline, seeded by the recipe's seed and the start step.
+    Procedural faces, the `kanime_faces` TFDS dataset, and prepared TFRecords on
+    backends other than TensorFlow, are held in memory and batched by `ArrayBatches`,
+    whose batch at a step depends only on the seed and the step. Prepared TFRecords on
+    TensorFlow stream through the `tf.data` pipeline, seeded by the recipe's seed and
+    the start step.
     """
     data, log = recipe.data, recipe.logging
     size, batch = recipe.model.resolution, recipe.training.batch_size
     if data.source == "procedural":
         images, tags = make_faces(data.num_images, size, seed=recipe.seed, progress=progress)
-    else:
+    elif data.source == "tfrecord" and keras.backend.backend() == "tensorflow":
         check_prepared(data.path)
-        if keras.backend.backend() == "tensorflow":
-            dataset = make_dataset(
-                data.path, batch, size, num_tags=len(recipe.vocabulary), flip=data.flip,
-                seed=recipe.seed * 1_000_003 + start, allow_untagged=data.allow_untagged,
-            )  # fmt: skip
-            return dataset.take(stop - start), []
-        images, tags = load_arrays(data.path, size, data.allow_untagged, progress=progress)
-        if tags.shape[1] != len(recipe.vocabulary):
-            raise RecipeError(
-                f"data.path: the records carry {tags.shape[1]} tags; the recipe's vocabulary "
-                f"has {len(recipe.vocabulary)}."
-            )
+        dataset = make_dataset(
+            data.path, batch, size, num_tags=len(recipe.vocabulary), flip=data.flip,
+            seed=recipe.seed * 1_000_003 + start, allow_untagged=data.allow_untagged,
+        )  # fmt: skip
+        return dataset.take(stop - start), []
+    else:
+        images, tags = load_source(
+            data, size, len(recipe.vocabulary), data.allow_untagged, progress=progress
+        )
     batches = ArrayBatches(images, tags, batch, log.log_every, seed=recipe.seed, flip=data.flip)
-    if keras.backend.backend() == "tensorflow":
-        return batches.to_tf_dataset(start, stop), []
-    set_epoch = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda e, logs=None: batches.set_epoch(e)
-    )
-    return batches, [set_epoch]
+    return batches.for_fit(start, stop)
 
 
 def _check_intervals(recipe: Recipe):
@@ -305,21 +298,10 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
         import jax
 
         data = distribute.ProcessPart(data, jax.process_index(), processes)
-    bar = ProgressBar(total, resumed_from, enabled=progress)
-    callbacks = [*evaluation, monitor, bar, *data_callbacks]
-    try:
-        gan.fit(
-            data,
-            steps_per_epoch=log.log_every,
-            epochs=total // log.log_every,
-            initial_epoch=resumed_from // log.log_every,
-            callbacks=callbacks,
-            shuffle=False,  # the batches are already shuffled, reproducibly
-            verbose=0,
-        )
-    finally:
-        bar.close()
-    finite_or_raise(monitor, run_dir, NAN_HINT, DIVERGENCE_HINT)
+    fit_steps(
+        gan, data, monitor, total, log.log_every, resumed_from, before=evaluation,
+        after=data_callbacks, progress=progress, hint=NAN_HINT, divergence_hint=DIVERGENCE_HINT,
+    )  # fmt: skip
     return FitResult(run_dir, gan.step, resumed_from, _last_losses(run_dir))
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from kanime.data.prepare import read_labels
+from kanime.data.tfds.source import RESOLUTIONS
 from kanime.data.tfrecords import decode_example, iter_records, list_shards
 from kanime.tags import PAPER_TAGS
 
@@ -31,7 +32,6 @@ MANIFEST = "manifest.jsonl"
 IMAGES = "images"
 LABELS = "labels.csv"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-RESOLUTIONS = (64, 128)
 
 _HOMEPAGE = "https://arxiv.org/abs/1708.05509"
 
