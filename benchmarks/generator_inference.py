@@ -10,10 +10,7 @@ fresh process per backend, in forms that take turns so that all see the same mac
 - `as_trained`: the model itself through `predict_on_batch` (Keras's compiled predict
   function; on a CPU-only TensorFlow Keras leaves XLA off);
 - `fused`: what `kanime.inference.CharacterGenerator(model, engine="keras")` runs,
-  `fuse_generator(model)` compiled with `jit_compile=True`: batch norm folded, and on JAX
-  the 3x3 convolutions by Winograd's F(2x2, 3x3);
-- `fused_winograd` on TensorFlow, `fused_direct` on JAX: the other choice of
-  `fuse_generator`'s `winograd`, to show what Winograd's algorithm gives on each backend;
+  `fuse_generator(model)` compiled with `jit_compile=True`: batch norm folded;
 - `tflite`, where `CharacterGenerator`'s default engine picks it (TensorFlow on a CPU):
   the generator converted by `kanime.inference.tflite.to_tflite` and run by TensorFlow Lite's
   XNNPACK kernels on all cores (`TFLiteGenerator`). Its conversion time is reported too.
@@ -25,7 +22,7 @@ model's weights in the CPU's caches, as a server's repeated calls would; at batc
 turns call by call.
 
 Each result also gives the model's floating-point operations per image (2 per multiply-add of
-its Dense, Conv2D and Winograd layers: `benchmarks/flops.py`; for `tflite`, those of
+its Dense and Conv2D layers: `benchmarks/flops.py`; for `tflite`, those of
 the Keras model it is converted from, `prepare_for_tflite`) and the rate a 2048x2048
 float32 matmul reaches in the same process: their ratio is the time per image a model would
 take running at matmul speed.
@@ -42,8 +39,6 @@ import keras, numpy as np
 from flops import forward_flops
 from kanime.inference import CharacterGenerator
 from kanime.models import Generator
-from kanime.inference.fused import fuse_generator
-from kanime.inference.winograd import WinogradConv2D
 from kanime.inference.tflite import prepare_for_tflite
 
 runs = int(sys.argv[1])
@@ -63,13 +58,8 @@ def matmul_gflops(n=2048, repeats=5):
 
 g = Generator(resolution=128)
 fused = CharacterGenerator(g, engine="keras").inference_model
-default = any(isinstance(layer, WinogradConv2D) for layer in fused.layers)
-other = fuse_generator(g, winograd=not default)
-other.compile(jit_compile=True)
-other_name = "fused_direct" if default else "fused_winograd"
-models = {"as_trained": g, "fused": fused, other_name: other}
+models = {"as_trained": g, "fused": fused}
 flops_of = {name: forward_flops(model) for name, model in models.items()}
-winograd, direct = ("fused", other_name) if default else (other_name, "fused")
 out = {"backend": keras.backend.backend(), "params": g.count_params()}
 start = time.perf_counter()
 characters = CharacterGenerator(g)  # what `kanime generate` and `kanime serve` run
@@ -112,7 +102,6 @@ for batch in (1, 64):
         }
     median = {name: statistics.median(t) for name, t in times.items()}
     out[f"batch_{batch}_fused_speedup"] = median["as_trained"] / median["fused"]
-    out[f"batch_{batch}_winograd_speedup"] = median[direct] / median[winograd]
     if "tflite" in median:
         out[f"batch_{batch}_tflite_speedup_over_fused"] = median["fused"] / median["tflite"]
 print("RESULT" + json.dumps(out))
@@ -128,7 +117,7 @@ def main():
     results = {}
     for backend in args.backends.split(","):
         result = results[backend] = run_worker(WORKER, backend, [args.runs])
-        for form in ("as_trained", "fused", "fused_direct", "fused_winograd", "tflite"):
+        for form in ("as_trained", "fused", "tflite"):
             if form not in result:
                 continue
             one, many = (result[form][f"batch_{b}"]["median_ms_per_image"] for b in (1, 64))

@@ -5,13 +5,13 @@ Usage:
         [--out benchmarks/results/generator_segments.json]
 
 The paper-size generator (`kanime.models.Generator(resolution=128)`, random weights) is fused
-both ways (`fuse_generator(g, winograd=True)` and `winograd=False`, `subpixel_rgb` at its
-backend default), and each fused model is cut after `project_act`, `trunk_skip`,
-`upsample_{0,1,2}_act` and at its output. Every prefix model is compiled (`jit_compile=True`)
-and timed at batch 1 in warm rounds of 5 calls, the prefixes taking turns; a segment's time is
-the difference of two prefixes' medians, and its rate is its FLOPs (`benchmarks/flops.py`) over
-that time. Each backend runs in a fresh process twice: on all CPU cores, and pinned to one core
-(`os.sched_setaffinity`), which shows which segments the second core speeds up.
+(`fuse_generator(g)`, `subpixel_rgb` at its backend default), and the fused model is cut after
+`project_act`, `trunk_skip`, `upsample_{0,1,2}_act` and at its output. Every prefix model is
+compiled (`jit_compile=True`) and timed at batch 1 in warm rounds of 5 calls, the prefixes
+taking turns; a segment's time is the difference of two prefixes' medians, and its rate is its
+FLOPs (`benchmarks/flops.py`) over that time. Each backend runs in a fresh process twice: on
+all CPU cores, and pinned to one core (`os.sched_setaffinity`), which shows which segments the
+second core speeds up.
 
 The last convolution (9x9, 64 channels to 3 at 128x128, 0.51 GFLOP) is then timed alone in
 four exact forms, each compiled: Keras's `ops.conv`; the sub-pixel form `fuse_generator` uses on
@@ -63,8 +63,8 @@ g = Generator(resolution=128)
 rng = np.random.default_rng(0)
 x = [rng.standard_normal((1, 128)).astype("float32"), np.zeros((1, 34), "float32")]
 out = {"backend": keras.backend.backend(), "cpus_used": len(os.sched_getaffinity(0)), "forms": {}}
-for winograd in (True, False):
-    fused = fuse_generator(g, winograd=winograd)
+for form_name in ("direct",):
+    fused = fuse_generator(g)
     prefixes = {}
     for segment, layer in CUTS.items():
         model = fused if layer is None else keras.Model(fused.inputs, fused.get_layer(layer).output)
@@ -80,7 +80,7 @@ for winograd in (True, False):
         form[segment] = {"cumulative_ms": cumulative[segment], "ms": seg_ms,
                          "gflop": seg_flops / 1e9, "gflop_per_s": rate}
         ms, flops = cumulative[segment], total_flops
-    out["forms"]["winograd" if winograd else "direct"] = form
+    out["forms"][form_name] = form
 
 # The 9x9 RGB convolution alone, in four exact forms.
 kernel = (rng.standard_normal((9, 9, 64, 3)) * 0.05).astype("float32")

@@ -11,13 +11,10 @@ converted (`keras_to_tflite`) and run by TensorFlow Lite's interpreter on all co
 1, the prefixes taking turns in warm rounds of 5 calls; a part's time is the difference of
 two prefixes' medians, and its rate its FLOPs (`benchmarks/flops.py`) over that time.
 
-Two other forms of the whole model take their turns in the same rounds:
-
-- `rgb_12_channels`: `fuse_generator(g, subpixel_rgb=True, winograd=False)` as it is, its
-  sub-pixel RGB convolution with 12 output channels and the last pixel shuffle inside the
-  model (what `prepare_for_tflite` pads to 16 and moves out);
-- `winograd`: `fuse_generator(g, subpixel_rgb=True, winograd=True)`, the 3x3 convolutions by
-  Winograd's F(2x2, 3x3) (`WinogradConv2D`'s slices, sums and batched matrix products).
+One other form of the whole model takes its turns in the same rounds:
+`rgb_12_channels`, `fuse_generator(g, subpixel_rgb=True)` as it is, its sub-pixel RGB
+convolution with 12 output channels and the last pixel shuffle inside the model (what
+`prepare_for_tflite` pads to 16 and moves out).
 
 Each form's largest difference from the Keras generator's images is reported too, and the
 time `images_from_subpixels` takes (numpy: the last pixel shuffle), alone and with numpy's
@@ -64,8 +61,7 @@ for cut in CUTS:
     output = prepared.outputs[0] if cut is None else prepared.get_layer(cut).output
     prefixes[cut or "images"] = keras.Model(prepared.inputs, output)
 others = {
-    "rgb_12_channels": fuse_generator(g, subpixel_rgb=True, winograd=False),
-    "winograd": fuse_generator(g, subpixel_rgb=True, winograd=True),
+    "rgb_12_channels": fuse_generator(g, subpixel_rgb=True),
 }
 interpreters = {name: interpreter(m) for name, m in {**prefixes, **others}.items()}
 out = {"backend": keras.backend.backend(), "interpreter_threads": 2, "max_abs_diff": {}}

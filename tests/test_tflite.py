@@ -46,17 +46,16 @@ def test_prepared_model_pads_rgb_with_a_zero_channel_before_the_last_shuffle():
     prepared = prepare_for_tflite(model)
     # The sub-pixel RGB convolution makes 16 channels: 4 sub-pixels of (R, G, B, 0).
     assert prepared.get_layer("to_rgb").kernel.shape == (5, 5, 16, 16)
-    # Winograd's F(4x4, 3x3) runs the upsampling blocks' 3x3 convolutions, only.
+    # Plain convolutions: 2 per residual block (2 blocks), 1 per upsampling block, RGB.
     convs = {layer.name: type(layer).__name__ for layer in prepared.layers if "conv" in layer.name}
-    assert {convs.pop(f"upsample_{i}_conv") for i in range(3)} == {"WinogradF4x4Conv2D"}
-    assert set(convs.values()) == {"Conv2D"} and len(convs) == 2 * 2  # 2 residual blocks
+    assert set(convs.values()) == {"Conv2D"} and len(convs) == 2 * 2 + 3
     subpixels = np.asarray(prepared.predict_on_batch(x))
     assert subpixels.shape == (3, 32, 32, 16)
     assert (subpixels[..., 3::4] == 0).all()  # tanh(0) = 0
     images = images_from_subpixels(subpixels)
     np.testing.assert_allclose(images, model.predict_on_batch(x), atol=2e-5)
     # The rearrangement is the pixel shuffle the fused model ends with.
-    fused = fuse_generator(model, subpixel_rgb=True, winograd=False)
+    fused = fuse_generator(model, subpixel_rgb=True)
     before = keras.Model(fused.inputs, fused.get_layer("to_rgb").output)
     shuffled = np.tanh(pixel_shuffle_array(before.predict_on_batch(x)))  # as `images` does
     np.testing.assert_allclose(images, shuffled, atol=2e-5)

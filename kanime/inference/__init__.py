@@ -4,7 +4,6 @@
   the plain saved Keras model is the reference engine;
 - `kanime.inference.fused`: the same network with batch norm folded into the
   convolutions and the sub-pixel steps fused (an engine for speed);
-- `kanime.inference.winograd`: Winograd convolutions that the fused engine uses;
 - `kanime.inference.tflite`: the TensorFlow Lite export and engine.
 """
 

@@ -20,18 +20,12 @@ the same images (to float32 rounding) with fewer and cheaper operations:
   This is exact: each tap of the new kernel is the sum of the original taps
   that land on it. On JAX the plain 9x9 convolution is already fast (8 ms)
   and the rewritten one slower (19 ms), so JAX keeps it;
-- on JAX (`winograd=None` picks by backend), every 3x3 convolution runs by
-  Winograd's F(2x2, 3x3) (`kanime.inference.winograd.WinogradConv2D`), as 16
-  matrix products with 2.25 times fewer multiply-adds. JAX's CPU matrix
-  products are much faster than its convolutions: the paper generator takes
-  1.26 times less time at batch 1 (`benchmarks/generator_inference.py`).
-  TensorFlow's XLA gains little from it at batch 1 and loses at batch 64, whose
-  transformed maps no longer fit the caches, so TensorFlow keeps convolutions.
+The result is made of built-in Keras layers, so it saves and loads like any exported
+generator. Its batch norm layers are gone: it is for inference, not for further training.
 
-The result is made of built-in Keras layers and `WinogradConv2D` (registered
-with Keras as `kanime>WinogradConv2D`), so it saves and loads like any exported
-generator in a process that imported kanime. Its batch norm layers are gone:
-it is for inference, not for further training.
+(Winograd convolutions were tried here and in the TensorFlow Lite engine and removed: they
+bought 1.28x at batch 1 and 1.09x at batch 64 on JAX, 1.1x in TensorFlow Lite, under the
+1.3x that earns a special path; `benchmarks/results/winograd_decision.json`.)
 
 Examples:
     >>> import numpy as np
@@ -53,7 +47,6 @@ import keras
 import numpy as np
 from keras import layers
 
-from kanime.inference.winograd import WinogradConv2D, winograd_kernel
 from kanime.models.layers import pixel_shuffle
 
 
@@ -138,15 +131,7 @@ def _activation(model, name, repeat=1):
     return layers.PReLU(shared_axes=[1, 2], name=name), [alpha]
 
 
-def _conv3x3(filters, name, folded, winograd):
-    """A 3x3 `"same"` convolution layer and its weights `folded` (in Conv2D's layout)."""
-    if not winograd:
-        return layers.Conv2D(filters, 3, padding="same", name=name), folded
-    kernel, bias = folded
-    return WinogradConv2D(filters, name=name), [winograd_kernel(kernel), bias]
-
-
-def fuse_generator(model, subpixel_rgb=None, winograd=None, name=None):
+def fuse_generator(model, subpixel_rgb=None, name=None):
     """An inference-only copy of a kanime generator, with the same outputs.
 
     Args:
@@ -154,32 +139,26 @@ def fuse_generator(model, subpixel_rgb=None, winograd=None, name=None):
             `kanime fit` exports as `generator.keras` (the same layer names).
         subpixel_rgb: run the final RGB convolution on the last pre-shuffle
             map (see above); None picks by backend (TensorFlow: yes).
-        winograd: compute the 3x3 convolutions with Winograd's F(2x2, 3x3)
-            (`kanime.inference.winograd.WinogradConv2D`): 2.25 times fewer
-            multiply-adds, the same images to float32 rounding. None picks by
-            backend (see above; JAX: yes).
         name: the new model's name (default: the old one's with `_fused`).
 
     Returns:
         A functional `keras.Model` `[z, tags] -> images`, float32, made of
-        built-in layers and `WinogradConv2D`.
+        built-in layers.
 
     Raises:
         NotFusableError: `model` is not laid out like `kanime.models.Generator`.
     """
     if subpixel_rgb is None:
         subpixel_rgb = keras.backend.backend() == "tensorflow"
-    if winograd is None:
-        winograd = keras.backend.backend() == "jax"
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")  # inference runs in float32, whatever trained it
     try:
-        return _fuse(model, subpixel_rgb, winograd, name)
+        return _fuse(model, subpixel_rgb, name)
     finally:
         keras.config.set_dtype_policy(policy)
 
 
-def _fuse(model, subpixel_rgb, winograd, name):
+def _fuse(model, subpixel_rgb, name):
     names = {layer.name for layer in model.layers}
     num_blocks = sum(1 for n in names if n.startswith("residual_") and n.endswith("_conv1"))
     num_upsamples = sum(1 for n in names if n.startswith("upsample_") and n.endswith("_conv"))
@@ -214,7 +193,7 @@ def _fuse(model, subpixel_rgb, winograd, name):
         for k, act in ((1, True), (2, False)):
             conv = _layer(model, f"{block}_conv{k}")
             folded = _folded(conv, _layer(model, f"{block}_bn{k}"))
-            h = add(*_conv3x3(channels, f"{block}_conv{k}", folded, winograd))(h)
+            h = add(layers.Conv2D(channels, 3, padding="same", name=f"{block}_conv{k}"), folded)(h)
             if act:
                 h = add(*_activation(model, f"{block}_act"))(h)
         h = layers.Add(name=f"{block}_add")([x, h])
@@ -229,7 +208,7 @@ def _fuse(model, subpixel_rgb, winograd, name):
         block = f"upsample_{i}"
         conv = _layer(model, f"{block}_conv")
         folded = _folded(conv, _layer(model, f"{block}_bn"), repeat=4)
-        h = add(*_conv3x3(conv.filters, f"{block}_conv", folded, winograd))(h)
+        h = add(layers.Conv2D(conv.filters, 3, padding="same", name=f"{block}_conv"), folded)(h)
         h = add(*_activation(model, f"{block}_act", repeat=4))(h)
         if i < num_upsamples - 1 or not subpixel_rgb:
             h = pixel_shuffle(h, 2, name=f"{block}_shuffle")

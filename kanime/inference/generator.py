@@ -31,10 +31,9 @@ class CharacterGenerator:
             in [-1, 1], such as the `generator.keras` that `kanime fit` exports.
         vocabulary: the `TagVocabulary` of the tag input (`T` tags).
         fuse: run a copy of the model rewritten for inference
-            (`kanime.inference.fused.fuse_generator`: batch norm folded, on JAX
-            3x3 convolutions by Winograd's algorithm, same images to float32
-            rounding; on TensorFlow also compiled with XLA),
-            1.5 to 2 times faster on a CPU. A model not laid out like
+            (`kanime.inference.fused.fuse_generator`: batch norm folded, same
+            images to float32 rounding; on TensorFlow also compiled with XLA),
+            1.3 to 1.9 times faster on a CPU. A model not laid out like
             `kanime.models.Generator` runs as it is. `False` runs `model` itself
             (for a model still training, whose weights change).
         engine: what runs the fused model: `"keras"` (compiled by XLA on

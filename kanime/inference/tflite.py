@@ -10,14 +10,7 @@ fused model compiled by XLA, 18 to 21 ms (`benchmarks/generator_inference.py`;
 
 1. `prepare_for_tflite` fuses it for inference (`kanime.inference.fused.fuse_generator`),
    with the final RGB convolution in its sub-pixel form, and lays it out for XNNPACK
-   (each choice measured by `benchmarks/tflite_parts.py` and
-   `benchmarks/tflite_winograd.py`):
-   - the upsampling blocks' 3x3 convolutions, to 4 times as many channels as they
-     take, run by Winograd's F(4x4, 3x3) (`kanime.inference.winograd.WinogradF4x4Conv2D`):
-     4 times fewer multiply-adds, in five XNNPACK operations. The residual blocks'
-     convolutions, with as many channels out as in, run as direct convolutions: there
-     the transforms cost more than they save. Every one of them would be slower in
-     F(2x2, 3x3)'s form with its many slices (`WinogradConv2D`);
+   (each choice measured by `benchmarks/tflite_parts.py`):
    - the sub-pixel RGB convolution's 12 output channels are padded to 16, one zero
      channel after each RGB triple: XNNPACK makes 16 output channels faster than 12;
    - the model ends there, with the `tanh` applied to that half-resolution map.
@@ -57,15 +50,11 @@ import numpy as np
 from keras import layers
 
 from kanime.inference.fused import fuse_generator
-from kanime.inference.winograd import WinogradF4x4Conv2D, winograd_kernel
 from kanime.models.validation import check_positive_int
 
 
 def prepare_for_tflite(model) -> keras.Model:
     """The Keras model that `to_tflite` converts: fused, ending at a padded sub-pixel map.
-
-    The upsampling blocks' 3x3 convolutions are
-    `kanime.inference.winograd.WinogradF4x4Conv2D` layers, the residual blocks' `Conv2D`.
 
     Args:
         model: a `kanime.models.Generator` or an exported `generator.keras`.
@@ -81,7 +70,7 @@ def prepare_for_tflite(model) -> keras.Model:
         kanime.inference.fused.NotFusableError: `model` is not laid out like
             `kanime.models.Generator`.
     """
-    fused = fuse_generator(model, subpixel_rgb=True, winograd=False)
+    fused = fuse_generator(model, subpixel_rgb=True)
     weights = {}  # new layer -> its weights
 
     def clone(layer):  # a new layer with its weights, so the new model shares none
@@ -92,10 +81,6 @@ def prepare_for_tflite(model) -> keras.Model:
             bias = np.pad(bias.reshape(4, 3), [(0, 0), (0, 1)])
             new = layers.Conv2D(16, kernel.shape[0], padding="same", name="to_rgb")
             values = [kernel.reshape(*kernel.shape[:3], 16), bias.reshape(16)]
-        elif layer.name.startswith("upsample_") and isinstance(layer, layers.Conv2D):
-            kernel, bias = values
-            new = WinogradF4x4Conv2D(layer.filters, name=layer.name)
-            values = [winograd_kernel(kernel, output_tile=4), bias]
         else:
             new = layer.__class__.from_config(layer.get_config())
         weights[new] = values
