@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from kanime import __version__
 from kanime.data.prepare import prepare as run_prepare
@@ -12,7 +13,7 @@ from kanime.data.review import apply_rejects, contact_sheets
 from kanime.evaluation.report import FEATURES
 from kanime.evaluation.report import evaluate as run_evaluate
 from kanime.inference import CharacterGenerator
-from kanime.recipe import RecipeError, TaggerRecipe, load_recipe
+from kanime.recipe import Recipe, RecipeError, TaggerRecipe, load_recipe
 from kanime.run.callbacks import TrainingStoppedError
 from kanime.serve.app import is_loopback
 from kanime.serve.app import serve as run_serve
@@ -68,6 +69,30 @@ DryRunOption = Annotated[
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
 
 
+def _train(job, recipe, recipe_type, run_dir, overrides, dry_run, progress):
+    """What `fit` and `fit-tagger` share: load the recipe, print it (`--dry-run`) or run
+    `job` into its run folder; bad input exits with 2, a stopped run with 1, Ctrl-C with 130
+    and a line that says where the same command resumes."""
+    try:
+        resolved = load_recipe(recipe, overrides or (), recipe_type=recipe_type)
+    except RecipeError as e:
+        _fail(str(e), 2)
+    if dry_run:
+        typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
+        return None
+    target = run_dir or Path("runs") / resolved.name
+    try:
+        return job(resolved, run_dir=target, progress=progress)
+    except (ValueError, FileNotFoundError) as e:  # RecipeError is a ValueError
+        _fail(str(e), 2)
+    except TrainingStoppedError as e:
+        _fail(str(e), 1)
+    except KeyboardInterrupt:
+        step = backup_step(target)
+        where = f"from step {step}" if step is not None else "from the start"
+        _fail(f"Interrupted. Run the same command again to resume {where}.", 130)
+
+
 class Engine(str, Enum):
     auto = "auto"
     keras = "keras"
@@ -95,29 +120,9 @@ def fit(
     progress: ProgressOption = True,
 ):
     """Train a recipe; running it again on a stopped run resumes from its last backup."""
-
-    try:
-        resolved = load_recipe(recipe, overrides or ())
-    except RecipeError as e:
-        _fail(str(e), 2)
-    if dry_run:
-        import yaml
-
-        typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
+    result = _train(run_fit, recipe, Recipe, run_dir, overrides, dry_run, progress)
+    if result is None:
         return
-
-
-    target = run_dir or Path("runs") / resolved.name
-    try:
-        result = run_fit(resolved, run_dir=target, progress=progress)
-    except RecipeError as e:
-        _fail(str(e), 2)
-    except TrainingStoppedError as e:
-        _fail(str(e), 1)
-    except KeyboardInterrupt:
-        step = backup_step(target)
-        where = f"from step {step}" if step is not None else "from the start"
-        _fail(f"Interrupted. Run the same command again to resume {where}.", 130)
     losses = ", ".join(
         f"{k}={v:.3f}" for k, v in result.losses.items() if k in ("d_loss", "g_loss", "gp")
     )
@@ -264,29 +269,9 @@ def fit_tagger(
     """Train the multi-label tagger of a recipe on tagged faces; print per-tag precision and
     recall on the held-out faces. Running it again on a stopped run resumes from its last backup.
     """
-
-    try:
-        resolved = load_recipe(recipe, overrides or (), recipe_type=TaggerRecipe)
-    except RecipeError as e:
-        _fail(str(e), 2)
-    if dry_run:
-        import yaml
-
-        typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
+    result = _train(run_fit_tagger, recipe, TaggerRecipe, run_dir, overrides, dry_run, progress)
+    if result is None:
         return
-
-
-    target = run_dir or Path("runs") / resolved.name
-    try:
-        result = run_fit_tagger(resolved, run_dir=target, progress=progress)
-    except (ValueError, FileNotFoundError) as e:  # RecipeError is a ValueError
-        _fail(str(e), 2)
-    except TrainingStoppedError as e:
-        _fail(str(e), 1)
-    except KeyboardInterrupt:
-        step = backup_step(target)
-        where = f"from step {step}" if step is not None else "from the start"
-        _fail(f"Interrupted. Run the same command again to resume {where}.", 130)
     evaluation = result.evaluation
     typer.echo(f"{'tag':<14} precision  recall  support  (held out: {evaluation['held_out']})")
     for name, row in evaluation["per_tag"].items():
