@@ -84,6 +84,8 @@ def test_pick_tags_generate_and_see_the_seed(page):
 def test_noise_controls_export_import_and_transition(page, tmp_path):
     from playwright.sync_api import expect
 
+    # Before any image the caption says it once (it used to repeat itself).
+    assert page.inner_text("#noise-label") == "new noise for every image"
     # Lock the noise, then re-generate: the noise (not the seed) is the same in every image.
     page.click("#generate")
     page.wait_for_selector(".card img")

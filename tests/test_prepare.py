@@ -241,7 +241,7 @@ def test_resume_after_a_crash_in_the_writer(tmp_path, monkeypatch):
                 raise RuntimeError("simulated crash while writing the third shard")
             super().write(serialized)
 
-    monkeypatch.setattr(tfrecords, "ShardWriter", CrashingWriter)
+    monkeypatch.setattr(prepare_module, "ShardWriter", CrashingWriter)
     with pytest.raises(RuntimeError, match="simulated crash"):
         prepare(src, out, faces=True, size=32, shard_size=2, workers=0, progress=False)
     assert sorted(p.name for p in out.glob("faces-*")) == [

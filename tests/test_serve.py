@@ -311,10 +311,9 @@ def test_is_loopback():
 
 def test_cli_serve_listens_on_loopback_and_warns_otherwise(monkeypatch, generator_file):
     from kanime import cli
-    from kanime.serve import app as serve_app
 
     calls = []
-    monkeypatch.setattr(serve_app, "serve", lambda chars, host, port: calls.append((host, port)))
+    monkeypatch.setattr(cli, "run_serve", lambda chars, host, port: calls.append((host, port)))
     runner = CliRunner()
     quiet = runner.invoke(cli.app, ["serve", str(generator_file)])
     assert quiet.exit_code == 0, quiet.output
@@ -331,10 +330,9 @@ def test_cli_serve_engine_option_picks_and_says_what_runs_the_generator(
     monkeypatch, generator_file
 ):
     from kanime import cli
-    from kanime.serve import app as serve_app
 
     served = []
-    monkeypatch.setattr(serve_app, "serve", lambda chars, host, port: served.append(chars))
+    monkeypatch.setattr(cli, "run_serve", lambda chars, host, port: served.append(chars))
     runner = CliRunner()
     for args, engine, shown in (
         ([], "tflite", "(TensorFlow Lite)"),

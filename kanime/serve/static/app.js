@@ -180,7 +180,9 @@
   function showNoise() {
     const locked = $("lock").checked;
     const label = noiseLabel(state.current);
-    $("noise-label").textContent = locked ? `locked: ${label}` : `last: ${label}; new noise for every image`;
+    const fresh = state.current.vector === null && state.current.noiseSeed === null;
+    if (locked) $("noise-label").textContent = `locked: ${label}`;
+    else $("noise-label").textContent = fresh ? label : `last: ${label}; new noise for every image`;
     const canvas = $("noise-print");
     const ctx = canvas.getContext("2d");
     ctx.clearRect(0, 0, canvas.width, canvas.height);
