@@ -24,7 +24,7 @@ The result is made of built-in Keras layers, so it saves and loads like any expo
 generator. Its batch norm layers are gone: it is for inference, not for further training.
 
 (Winograd convolutions were tried here and in the TensorFlow Lite engine and removed: they
-bought 1.28x at batch 1 and 1.09x at batch 64 on JAX, 1.1x in TensorFlow Lite, under the
+bought 1.28x at batch 1 and 1.09x at batch 64 on JAX, 1.08-1.10x in TensorFlow Lite, under the
 1.3x that earns a special path; `benchmarks/results/winograd_decision.json`.)
 
 Examples:
