@@ -473,6 +473,11 @@ class TaggerTrainingConfig:
         batch_size: faces per step.
         steps: total training steps (a multiple of `logging.log_every`).
         learning_rate: Adam's learning rate.
+        loss: `"binary_crossentropy"`, or `"balanced"`: each tag's positive term
+            weighted by its negatives over its positives in the training faces
+            (at most `max_positive_weight`), so that rare tags (smile, open mouth,
+            glasses) are not learnt as "never" (`kanime.tagger.fit.BalancedCrossentropy`).
+        max_positive_weight: the largest weight of a positive term (`"balanced"`).
 
     Examples:
         >>> TaggerTrainingConfig().learning_rate
@@ -482,6 +487,8 @@ class TaggerTrainingConfig:
     batch_size: int = _field(64, _AT_LEAST_1)
     steps: int = _field(1500, _AT_LEAST_1)
     learning_rate: float = _field(2e-3, _Range(0, low_open=True))
+    loss: Literal["binary_crossentropy", "balanced"] = "binary_crossentropy"
+    max_positive_weight: float = _field(20.0, _AT_LEAST_1)
 
 
 @dataclasses.dataclass

@@ -315,3 +315,27 @@ def test_quickstart_tagger_learns_procedural_faces_to_high_precision(tmp_path):
     assert np.mean(hair) > 0.9, hair
     assert np.mean(styles) > 0.8, styles
     assert result.evaluation["held_out"] == 200 and result.evaluation["trained_on"] == 1800
+
+
+def test_balanced_loss_weights_rare_tags_and_trains(tmp_path, tiny_tagger):
+    from kanime.tagger.fit import BalancedCrossentropy, build_tagger_for, positive_weights
+
+    tags = np.zeros((10, 3), "float32")
+    tags[0, 0] = 1  # 1 in 10: 9 negatives per positive
+    tags[:5, 1] = 1  # balanced
+    weights = positive_weights(tags, max_weight=5.0)
+    assert weights.tolist() == [5.0, 1.0, 5.0]  # clipped; a tag never seen gets the cap
+
+    # With all-ones weights it is Keras's binary cross-entropy.
+    rng = np.random.default_rng(0)
+    y_true = (rng.random((6, 3)) < 0.3).astype("float32")
+    y_pred = rng.uniform(0.05, 0.95, (6, 3)).astype("float32")
+    plain = keras.losses.BinaryCrossentropy()(y_true, y_pred)
+    np.testing.assert_allclose(BalancedCrossentropy(3)(y_true, y_pred), plain, rtol=1e-5)
+
+    recipe = load_recipe(tiny_tagger, ["training.loss=balanced"], recipe_type=TaggerRecipe)
+    assert isinstance(build_tagger_for(recipe).loss, BalancedCrossentropy)
+    result = fit_tagger(recipe, tmp_path / "run", progress=False)
+    assert result.step == 8 and np.isfinite(result.evaluation["final_loss"])
+    with pytest.raises(RecipeError, match="training.loss"):
+        load_recipe(tiny_tagger, ["training.loss=focal"], recipe_type=TaggerRecipe)

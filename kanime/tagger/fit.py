@@ -131,11 +131,64 @@ def held_out_split(num_faces, recipe):
     return order[:n_val], order[n_val:]
 
 
+class BalancedCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy per tag with each tag's positive term weighted.
+
+    `positive_weight[t]` is set from the training tags before `fit` (see
+    `positive_weights`); all ones is plain binary cross-entropy.
+
+    Args:
+        num_tags: the number of tags.
+
+    Examples:
+        >>> loss = BalancedCrossentropy(2)
+        >>> loss.positive_weight = np.array([1.0, 4.0], "float32")
+        >>> y_true, y_pred = np.array([[1.0, 1.0]]), np.array([[0.5, 0.5]])
+        >>> round(float(loss(y_true, y_pred)), 4)  # (1 + 4) * ln 2 / 2
+        1.7329
+    """
+
+    def __init__(self, num_tags, name="balanced_crossentropy"):
+        super().__init__(name=name)
+        self.num_tags = num_tags
+        self.positive_weight = np.ones(num_tags, "float32")
+
+    def call(self, y_true, y_pred):
+        y_pred = keras.ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+        weight = keras.ops.convert_to_tensor(self.positive_weight)
+        terms = weight * y_true * keras.ops.log(y_pred) + (1.0 - y_true) * keras.ops.log(
+            1.0 - y_pred
+        )
+        return -keras.ops.mean(terms, axis=-1)
+
+    def get_config(self):
+        return {"num_tags": self.num_tags, "name": self.name}
+
+
+def positive_weights(tags, max_weight):
+    """Each tag's negatives over its positives in `tags`, in `[1, max_weight]`.
+
+    Examples:
+        >>> positive_weights(np.array([[1, 0], [0, 0], [0, 0], [0, 1]]), 2.0).tolist()
+        [2.0, 2.0]
+        >>> positive_weights(np.array([[1, 1], [1, 0]]), 10.0).tolist()
+        [1.0, 1.0]
+    """
+    tags = np.asarray(tags, "float64")
+    positives = tags.sum(axis=0)
+    ratio = (len(tags) - positives) / np.maximum(positives, 1.0)
+    return np.clip(ratio, 1.0, max_weight).astype("float32")
+
+
 def build_tagger_for(recipe):
     """The compiled tagger a recipe describes, with weights seeded by its seed."""
     keras.utils.set_random_seed(recipe.seed)
-    model = build_tagger(recipe.model.resolution, len(recipe.vocabulary), recipe.model.channels)
-    model.compile(keras.optimizers.Adam(recipe.training.learning_rate), loss="binary_crossentropy")
+    num_tags = len(recipe.vocabulary)
+    model = build_tagger(recipe.model.resolution, num_tags, recipe.model.channels)
+    loss = "binary_crossentropy"
+    if recipe.training.loss == "balanced":
+        loss = BalancedCrossentropy(num_tags)
+    model.compile(keras.optimizers.Adam(recipe.training.learning_rate), loss=loss)
     return model
 
 
@@ -269,6 +322,10 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
 
     if resumed_from < total:
         drop_logs_after(run_dir, resumed_from)
+        if isinstance(model.loss, BalancedCrossentropy):  # before `fit` traces the loss
+            model.loss.positive_weight = positive_weights(
+                tags[train], recipe.training.max_positive_weight
+            )
         batches = ArrayBatches(
             images[train], tags[train], recipe.training.batch_size, log.log_every,
             seed=recipe.seed, flip=recipe.data.flip,
@@ -312,7 +369,9 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
 
 __all__ = [
     "TaggerResult",
+    "BalancedCrossentropy",
     "build_tagger_for",
+    "positive_weights",
     "fit_tagger",
     "held_out_split",
     "load_tagged_faces",
