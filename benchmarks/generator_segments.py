@@ -63,24 +63,23 @@ g = Generator(resolution=128)
 rng = np.random.default_rng(0)
 x = [rng.standard_normal((1, 128)).astype("float32"), np.zeros((1, 34), "float32")]
 out = {"backend": keras.backend.backend(), "cpus_used": len(os.sched_getaffinity(0)), "forms": {}}
-for form_name in ("direct",):
-    fused = fuse_generator(g)
-    prefixes = {}
-    for segment, layer in CUTS.items():
-        model = fused if layer is None else keras.Model(fused.inputs, fused.get_layer(layer).output)
-        model.compile(jit_compile=True)
-        prefixes[segment] = model
-    calls = {s: (lambda m=m: m.predict_on_batch(x)) for s, m in prefixes.items()}
-    cumulative = timed(calls, runs)
-    form, ms, flops = {}, 0.0, 0
-    for segment, model in prefixes.items():
-        total_flops = forward_flops(model)
-        seg_ms, seg_flops = cumulative[segment] - ms, total_flops - flops
-        rate = seg_flops / seg_ms / 1e6 if seg_ms > 0 else None
-        form[segment] = {"cumulative_ms": cumulative[segment], "ms": seg_ms,
-                         "gflop": seg_flops / 1e9, "gflop_per_s": rate}
-        ms, flops = cumulative[segment], total_flops
-    out["forms"][form_name] = form
+fused = fuse_generator(g)
+prefixes = {}
+for segment, layer in CUTS.items():
+    model = fused if layer is None else keras.Model(fused.inputs, fused.get_layer(layer).output)
+    model.compile(jit_compile=True)
+    prefixes[segment] = model
+calls = {s: (lambda m=m: m.predict_on_batch(x)) for s, m in prefixes.items()}
+cumulative = timed(calls, runs)
+form, ms, flops = {}, 0.0, 0
+for segment, model in prefixes.items():
+    total_flops = forward_flops(model)
+    seg_ms, seg_flops = cumulative[segment] - ms, total_flops - flops
+    rate = seg_flops / seg_ms / 1e6 if seg_ms > 0 else None
+    form[segment] = {"cumulative_ms": cumulative[segment], "ms": seg_ms,
+                     "gflop": seg_flops / 1e9, "gflop_per_s": rate}
+    ms, flops = cumulative[segment], total_flops
+out["forms"]["direct"] = form
 
 # The 9x9 RGB convolution alone, in four exact forms.
 kernel = (rng.standard_normal((9, 9, 64, 3)) * 0.05).astype("float32")

@@ -65,6 +65,7 @@ from kanime.atomic import atomic_path
 from kanime.evaluation.report import JSON_FILE, evaluate
 from kanime.recipe import RecipeError, load_recipe
 from kanime.run.callbacks import TrainingStoppedError
+from kanime.run.layout import RunFolder
 from kanime.run.metrics_log import read_metrics
 from kanime.training.fit import backup_step, fit
 
@@ -351,7 +352,7 @@ def summarize(run_dir, evaluation=None, min_support: int = 20, step=None, batch_
     curves = metric_curves(rows)
     if step is None:
         step = rows[-1]["step"] if rows else 0
-    recipe_file = run_dir / "recipe.yaml"
+    recipe_file = RunFolder(run_dir).recipe
     if recipe_file.is_file():
         with open(recipe_file, encoding="utf-8") as f:
             batch_size = yaml.safe_load(f)["training"]["batch_size"]
@@ -385,7 +386,7 @@ def summarize(run_dir, evaluation=None, min_support: int = 20, step=None, batch_
 def latest_sample(run_dir) -> tuple[int, Path] | None:
     """The step and path of the run's latest `samples/step-*.png`, or None."""
     found = []
-    for path in Path(run_dir, "samples").glob("step-*.png"):
+    for path in RunFolder(run_dir).samples.glob("step-*.png"):
         match = re.fullmatch(r"step-(\d+)\.png", path.name)
         if match:
             found.append((int(match.group(1)), path))
@@ -418,7 +419,8 @@ def _evaluation_inputs(heldout, tagger, n, per_tag, min_support):
 def _cached_evaluation(run_dir: Path, heldout, tagger, n, per_tag) -> dict | None:
     """The run's `evaluation.json` when it is newer than `generator.keras` and was made
     with the same held-out faces, tagger, `n` and `per_tag`; else None."""
-    path, generator = run_dir / "evaluation" / JSON_FILE, run_dir / "generator.keras"
+    run = RunFolder(run_dir)
+    path, generator = run.evaluation / JSON_FILE, run.generator
     if not path.is_file() or path.stat().st_mtime_ns <= generator.stat().st_mtime_ns:
         return None
     try:
@@ -536,15 +538,15 @@ def sweep(
                 f"{took:.0f} s)")  # fmt: skip
 
         evaluation = None
-        if evaluating and (run_dir / "generator.keras").is_file():
+        if evaluating and RunFolder(run_dir).generator.is_file():
             evaluation = _cached_evaluation(run_dir, heldout, tagger, n, per_tag)
             if evaluation is None:
                 log(f"{label}: evaluating against {heldout}")
                 evaluation = evaluate(
-                    run_dir, heldout, n=n, tagger=tagger, out=run_dir / "evaluation",
+                    run_dir, heldout, n=n, tagger=tagger, out=RunFolder(run_dir).evaluation,
                     per_tag=per_tag, features="tagger", progress=progress,
                 )  # fmt: skip
-            row["evaluation"] = str(run_dir / "evaluation" / JSON_FILE)
+            row["evaluation"] = str(RunFolder(run_dir).evaluation / JSON_FILE)
         elif evaluating:
             log(f"{label}: no generator.keras to evaluate")
         row.update(summarize(run_dir, evaluation, min_support, step=row["step"],

@@ -45,6 +45,7 @@ from kanime.evaluation.fid import (
 from kanime.evaluation.precision import real_precision, tag_precision
 from kanime.inference import CharacterGenerator
 from kanime.progress import progress_bar
+from kanime.run.layout import RunFolder
 from kanime.tagger.apply import Tagger
 
 FEATURES = ("inception", "tagger")
@@ -100,7 +101,7 @@ def _load_generator(generator):
 def _default_out(path: Path | None) -> Path:
     if path is None:
         raise ValueError("out is required when the generator is an object, not a path.")
-    return (path if path.is_dir() else path.parent) / "evaluation"
+    return RunFolder(path if path.is_dir() else path.parent).evaluation
 
 
 def _extractor(features, tagger_path, inception_weights, batch_size) -> FeatureExtractor:

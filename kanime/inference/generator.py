@@ -20,6 +20,7 @@ from kanime.inference.fused import NotFusableError, fuse_generator
 from kanime.inference.tflite import TFLiteGenerator, tflite_available, to_tflite
 from kanime.models.export import read_metadata
 from kanime.recipe import load_recipe
+from kanime.run.layout import RunFolder
 from kanime.tags import PAPER_TAGS, TagVocabulary
 
 
@@ -93,7 +94,7 @@ class CharacterGenerator:
             ValueError: the file is not a generator, or no vocabulary fits its tag input.
         """
         path = Path(path)
-        file = path / "generator.keras" if path.is_dir() else path
+        file = RunFolder(path).generator if path.is_dir() else path
         if not file.is_file():
             raise FileNotFoundError(
                 f"No generator at {path}: expected a `.keras` file or a run folder holding "
@@ -229,7 +230,7 @@ def _vocabulary_of(file: Path, model) -> TagVocabulary:
                 f"{num_tags}."
             )
         return vocabulary
-    recipe_file = file.parent / "recipe.yaml"
+    recipe_file = RunFolder(file.parent).recipe
     if recipe_file.is_file():
         vocabulary = load_recipe(recipe_file).vocabulary
         if len(vocabulary) == num_tags:

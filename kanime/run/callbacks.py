@@ -161,12 +161,12 @@ class ProgressBar(keras.callbacks.Callback):
     """A rich progress bar over training steps, with the latest losses."""
 
     def __init__(self, total_steps, initial_step=0, enabled=True,
-                 shown=("d_loss", "g_loss", "gp", "g_tag_loss")):  # fmt: skip
+                 shown=None):  # fmt: skip
         super().__init__()
         self.total_steps = total_steps
         self.initial_step = initial_step
         self.enabled = enabled
-        self.shown = shown
+        self.shown = shown or ("d_loss", "g_loss", "gp", "g_tag_loss")  # the GAN's losses
         self.progress = None
 
     def on_train_begin(self, logs=None):
@@ -254,8 +254,7 @@ def fit_steps(model, data, monitor, total_steps, log_every, resumed_from, *, bef
         NonFiniteLossError: a logged value became NaN or infinite.
         DivergenceError: a logged value passed its limit in `monitor.limits`.
     """
-    bar = ProgressBar(total_steps, resumed_from, enabled=progress)
-    bar.shown = shown or bar.shown
+    bar = ProgressBar(total_steps, resumed_from, enabled=progress, shown=shown)
     try:
         model.fit(
             data,
