@@ -1,6 +1,6 @@
 """Recipes: one YAML file describes a whole training run.
 
-A recipe is a tree of dataclasses (`Recipe` holding `DataConfig`, `ModelConfig`,
+A recipe is a tree of pydantic models (`Recipe` holding `DataConfig`, `ModelConfig`,
 `TrainingConfig` and `LoggingConfig`) whose defaults are the numbers of Jin et al.
 (2017). A file only needs the keys it changes; the others keep their defaults:
 
@@ -44,19 +44,16 @@ keys, with their values read as YAML:
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import difflib
-import functools
-import math
 import os
 import re
-import types
-import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import annotated_types
+import pydantic
 import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt
 
 from kanime.atomic import atomic_path
 from kanime.tags import PAPER_TAGS, TagVocabulary
@@ -68,28 +65,17 @@ class RecipeError(ValueError):
     """A recipe file, mapping or override that does not describe a valid run."""
 
 
-# --- value checks, attached to fields as metadata ------------------------------
-# A check takes the converted value and returns it (possibly normalised), or raises
-# a ValueError whose message completes "expected ...".
+# --- value types: pydantic checks them; a ValueError's message completes "expected ..."
 
 
-@dataclasses.dataclass(frozen=True)
-class _Range:
-    low: float
-    high: float = math.inf
-    low_open: bool = False
-    high_open: bool = False
-
-    def __call__(self, value):
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        if above and below:
+def _yaml_number(value):
+    """PyYAML reads `2e-4` (no dot) as a string: a number field takes it as a float."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
             return value
-        if self.high == math.inf:
-            raise ValueError(f"a value {'>' if self.low_open else '>='} {self.low:g}")
-        left = "(" if self.low_open else "["
-        right = ")" if self.high_open else "]"
-        raise ValueError(f"a value in {left}{self.low:g}, {self.high:g}{right}")
+    return value
 
 
 def _power_of_two(value):
@@ -125,32 +111,23 @@ def _holdout(value):
     return value
 
 
-def _optional(check):
-    """`check`, letting None through."""
-
-    def optional(value):
-        return None if value is None else check(value)
-
-    return optional
+Number = Annotated[float, BeforeValidator(_yaml_number)]
+Name = Annotated[str, AfterValidator(_non_empty)]
+Resolution = Annotated[int, AfterValidator(_power_of_two)]
+Tags = Annotated[Union[Literal["paper"], dict], AfterValidator(_tag_vocabulary)]  # noqa: UP007
 
 
-_AT_LEAST_1 = _Range(1)
-_AT_LEAST_0 = _Range(0)
+class _Section(pydantic.BaseModel):
+    """A recipe section: strict types (no `true` for 1, no `"64"` for 64), finite
+    numbers, no unknown keys."""
 
-
-def _field(default, check):
-    return dataclasses.field(default=default, metadata={"check": check})
-
-
-def _section(cls):
-    return dataclasses.field(default_factory=cls)
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # --- the schema -----------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class DataConfig:
+class DataConfig(_Section):
     """Where the training faces come from.
 
     Args:
@@ -175,13 +152,12 @@ class DataConfig:
     source: Literal["procedural", "tfrecord", "tfds"] = "procedural"
     path: str | None = None
     tfds_dir: str | None = None
-    num_images: int = _field(20000, _AT_LEAST_1)
+    num_images: int = Field(20000, ge=1)
     flip: bool = True
     allow_untagged: bool = True
 
 
-@dataclasses.dataclass
-class GeneratorConfig:
+class GeneratorConfig(_Section):
     """The SRResNet-like generator.
 
     Args:
@@ -202,16 +178,15 @@ class GeneratorConfig:
         16
     """
 
-    channels: int = _field(64, _AT_LEAST_1)
-    num_blocks: int = _field(16, _AT_LEAST_1)
-    upsample_channels: int = _field(256, _AT_LEAST_1)
+    channels: int = Field(64, ge=1)
+    num_blocks: int = Field(16, ge=1)
+    upsample_channels: int = Field(256, ge=1)
     activation: Literal["prelu", "relu"] = "prelu"
     upsample_init: Literal["default", "icnr"] = "default"
     upsample: Literal["subpixel", "resize"] = "subpixel"
 
 
-@dataclasses.dataclass
-class DiscriminatorConfig:
+class DiscriminatorConfig(_Section):
     """The residual discriminator.
 
     Args:
@@ -223,12 +198,11 @@ class DiscriminatorConfig:
         2
     """
 
-    channels: int = _field(32, _AT_LEAST_1)
-    blocks_per_stage: int = _field(2, _AT_LEAST_1)
+    channels: int = Field(32, ge=1)
+    blocks_per_stage: int = Field(2, ge=1)
 
 
-@dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """The sizes of both networks.
 
     Args:
@@ -244,15 +218,14 @@ class ModelConfig:
         'prelu'
     """
 
-    resolution: int = _field(128, _power_of_two)
-    latent_dim: int = _field(128, _AT_LEAST_1)
+    resolution: Resolution = 128
+    latent_dim: int = Field(128, ge=1)
     tag_encoding: Literal["binary", "signed"] = "binary"
-    generator: GeneratorConfig = _section(GeneratorConfig)
-    discriminator: DiscriminatorConfig = _section(DiscriminatorConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
 
 
-@dataclasses.dataclass
-class TrainingConfig:
+class TrainingConfig(_Section):
     """The optimisation: DRAGAN losses, Adam, step decay and an EMA generator.
 
     Args:
@@ -302,31 +275,30 @@ class TrainingConfig:
         0.0002
     """
 
-    batch_size: int = _field(64, _AT_LEAST_1)
-    steps: int = _field(100000, _AT_LEAST_1)
-    learning_rate: float = _field(2e-4, _Range(0, low_open=True))
-    d_learning_rate: float | None = _field(None, _optional(_Range(0, low_open=True)))
-    beta_1: float = _field(0.5, _Range(0, 1, high_open=True))
-    beta_2: float = _field(0.999, _Range(0, 1, high_open=True))
-    lr_decay_steps: int = _field(50000, _AT_LEAST_1)
-    lr_decay_factor: float = _field(0.1, _Range(0, 1, low_open=True))
-    lambda_adv: float = _field(34.0, _AT_LEAST_0)
-    lambda_gp: float = _field(0.5, _AT_LEAST_0)
-    lambda_tag: float = _field(1.0, _AT_LEAST_0)
+    batch_size: int = Field(64, ge=1)
+    steps: int = Field(100000, ge=1)
+    learning_rate: Number = Field(2e-4, gt=0)
+    d_learning_rate: Number | None = Field(None, gt=0)
+    beta_1: Number = Field(0.5, ge=0, lt=1)
+    beta_2: Number = Field(0.999, ge=0, lt=1)
+    lr_decay_steps: int = Field(50000, ge=1)
+    lr_decay_factor: Number = Field(0.1, gt=0, le=1)
+    lambda_adv: Number = Field(34.0, ge=0)
+    lambda_gp: Number = Field(0.5, ge=0)
+    lambda_tag: Number = Field(1.0, ge=0)
     tag_loss: Literal["sigmoid", "grouped"] = "sigmoid"
     penalty: Literal["dragan", "r1"] = "dragan"
     augment: Literal["translation", "cutout", "translation+cutout"] | None = None
-    stop_gp_above: float | None = _field(20.0, _optional(_Range(0, low_open=True)))
-    stop_adv_loss_above: float | None = _field(20.0, _optional(_Range(0, low_open=True)))
+    stop_gp_above: Number | None = Field(20.0, gt=0)
+    stop_adv_loss_above: Number | None = Field(20.0, gt=0)
     fake_tags: Literal["paper", "data"] = "paper"
-    ema_half_life_images: float = _field(10000.0, _AT_LEAST_0)
+    ema_half_life_images: Number = Field(10000.0, ge=0)
     jit_compile: bool | Literal["auto"] = "auto"
     mixed_precision: Literal["mixed_bfloat16", "mixed_float16"] | None = None
     distribute: Literal["mirrored", "multi_worker"] | None = None
 
 
-@dataclasses.dataclass
-class LoggingConfig:
+class LoggingConfig(_Section):
     """How often a run reports and saves, in steps.
 
     Args:
@@ -349,18 +321,18 @@ class LoggingConfig:
         8
     """
 
-    log_every: int = _field(50, _AT_LEAST_1)
-    image_every: int = _field(500, _AT_LEAST_1)
-    backup_every: int = _field(500, _AT_LEAST_1)
-    export_every: int = _field(5000, _AT_LEAST_1)
-    grid_size: int = _field(8, _AT_LEAST_1)
-    evaluate_every: int | None = _field(None, _optional(_AT_LEAST_1))
-    evaluate_n: int = _field(1000, _Range(2))
+    log_every: int = Field(50, ge=1)
+    image_every: int = Field(500, ge=1)
+    backup_every: int = Field(500, ge=1)
+    export_every: int = Field(5000, ge=1)
+    grid_size: int = Field(8, ge=1)
+    evaluate_every: int | None = Field(None, ge=1)
+    evaluate_n: int = Field(1000, ge=2)
     evaluate_features: Literal["inception", "tagger"] = "inception"
     evaluate_tagger: str | None = None
 
 
-class _RecipeBase:
+class _RecipeBase(_Section):
     """What every kind of recipe has: a tag vocabulary and a plain-dict form."""
 
     @property
@@ -370,15 +342,14 @@ class _RecipeBase:
 
     def to_dict(self) -> dict:
         """A plain, YAML-dumpable nested dict; `recipe_from_dict` reads it back."""
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-@dataclasses.dataclass
 class Recipe(_RecipeBase):
     """A whole run: data, models, training and logging, plus a name and a seed.
 
-    Build one with `load_recipe` or `recipe_from_dict`, which validate every
-    value; the constructor itself does not.
+    Build one with `load_recipe` or `recipe_from_dict`, whose errors name the file
+    or `--set` they come from; the constructor checks the same rules.
 
     Args:
         name: a short name, used in run folder names.
@@ -398,13 +369,13 @@ class Recipe(_RecipeBase):
         True
     """
 
-    name: str = _field("kanime", _non_empty)
-    seed: int = _field(0, _AT_LEAST_0)
-    tags: Literal["paper"] | dict = _field("paper", _tag_vocabulary)
-    data: DataConfig = _section(DataConfig)
-    model: ModelConfig = _section(ModelConfig)
-    training: TrainingConfig = _section(TrainingConfig)
-    logging: LoggingConfig = _section(LoggingConfig)
+    name: Name = "kanime"
+    seed: int = Field(0, ge=0)
+    tags: Tags = "paper"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def run_name(self, counter: int) -> str:
         """A run folder name like `00003-quickstart-32-b64` (counter, name, resolution,
@@ -418,8 +389,7 @@ class Recipe(_RecipeBase):
 # --- the tagger's schema ---------------------------------------------------------
 
 
-@dataclasses.dataclass
-class TaggerDataConfig:
+class TaggerDataConfig(_Section):
     """The tagged faces a tagger trains on, and the share held out to evaluate it.
 
     Args:
@@ -443,13 +413,12 @@ class TaggerDataConfig:
     source: Literal["procedural", "tfrecord", "tfds"] = "procedural"
     path: str | None = None
     tfds_dir: str | None = None
-    num_images: int = _field(6000, _AT_LEAST_1)
-    holdout: int | float = _field(0.1, _holdout)
+    num_images: int = Field(6000, ge=1)
+    holdout: Annotated[StrictInt | Number, AfterValidator(_holdout)] = 0.1
     flip: bool = True
 
 
-@dataclasses.dataclass
-class TaggerModelConfig:
+class TaggerModelConfig(_Section):
     """The tagger network (see `kanime.tagger.model.build_tagger`).
 
     Args:
@@ -461,12 +430,11 @@ class TaggerModelConfig:
         64
     """
 
-    resolution: int = _field(64, _multiple_of_16)
-    channels: int = _field(32, _AT_LEAST_1)
+    resolution: Annotated[int, AfterValidator(_multiple_of_16)] = 64
+    channels: int = Field(32, ge=1)
 
 
-@dataclasses.dataclass
-class TaggerTrainingConfig:
+class TaggerTrainingConfig(_Section):
     """The tagger's optimisation: binary cross-entropy per tag, Adam.
 
     Args:
@@ -484,15 +452,14 @@ class TaggerTrainingConfig:
         0.002
     """
 
-    batch_size: int = _field(64, _AT_LEAST_1)
-    steps: int = _field(1500, _AT_LEAST_1)
-    learning_rate: float = _field(2e-3, _Range(0, low_open=True))
+    batch_size: int = Field(64, ge=1)
+    steps: int = Field(1500, ge=1)
+    learning_rate: Number = Field(2e-3, gt=0)
     loss: Literal["binary_crossentropy", "balanced"] = "binary_crossentropy"
-    max_positive_weight: float = _field(20.0, _AT_LEAST_1)
+    max_positive_weight: Number = Field(20.0, ge=1)
 
 
-@dataclasses.dataclass
-class TaggerLoggingConfig:
+class TaggerLoggingConfig(_Section):
     """How often a tagger run reports and saves, in steps.
 
     Args:
@@ -505,17 +472,16 @@ class TaggerLoggingConfig:
         500
     """
 
-    log_every: int = _field(100, _AT_LEAST_1)
-    backup_every: int = _field(500, _AT_LEAST_1)
+    log_every: int = Field(100, ge=1)
+    backup_every: int = Field(500, ge=1)
 
 
-@dataclasses.dataclass
 class TaggerRecipe(_RecipeBase):
     """A tagger run (`kanime fit-tagger`): data, model, training and logging.
 
     Build one with `load_recipe(path, recipe_type=TaggerRecipe)` or
-    `recipe_from_dict(mapping, recipe_type=TaggerRecipe)`, which validate every
-    value; the constructor itself does not.
+    `recipe_from_dict(mapping, recipe_type=TaggerRecipe)`, whose errors name the
+    file or `--set` they come from; the constructor checks the same rules.
 
     Args:
         name: a short name; the default run folder is `runs/<name>`.
@@ -536,14 +502,14 @@ class TaggerRecipe(_RecipeBase):
         ('tagger', 600, 64, 0.5)
     """
 
-    name: str = _field("tagger", _non_empty)
-    seed: int = _field(0, _AT_LEAST_0)
-    tags: Literal["paper"] | dict = _field("paper", _tag_vocabulary)
-    threshold: float | None = _field(0.5, _optional(_Range(0, 1, low_open=True, high_open=True)))
-    data: TaggerDataConfig = _section(TaggerDataConfig)
-    model: TaggerModelConfig = _section(TaggerModelConfig)
-    training: TaggerTrainingConfig = _section(TaggerTrainingConfig)
-    logging: TaggerLoggingConfig = _section(TaggerLoggingConfig)
+    name: Name = "tagger"
+    seed: int = Field(0, ge=0)
+    tags: Tags = "paper"
+    threshold: Number | None = Field(0.5, gt=0, lt=1)
+    data: TaggerDataConfig = Field(default_factory=TaggerDataConfig)
+    model: TaggerModelConfig = Field(default_factory=TaggerModelConfig)
+    training: TaggerTrainingConfig = Field(default_factory=TaggerTrainingConfig)
+    logging: TaggerLoggingConfig = Field(default_factory=TaggerLoggingConfig)
 
 
 # The command that trains each kind of recipe, named when a file of one kind is
@@ -551,9 +517,8 @@ class TaggerRecipe(_RecipeBase):
 _COMMANDS = {Recipe: ("GAN", "kanime fit"), TaggerRecipe: ("tagger", "kanime fit-tagger")}
 
 
-# --- generic validation driven by the field types ---------------------------------
+# --- pydantic's errors, told the way a recipe's reader needs them -------------------
 
-_NO = object()  # "this value does not fit this type"
 _TYPE_NAMES = {
     bool: "a boolean (true or false)",
     int: "an integer",
@@ -562,102 +527,99 @@ _TYPE_NAMES = {
     dict: "a mapping",
     type(None): "null",
 }
-
-
-@functools.cache
-def _schema(cls) -> dict[str, tuple[Any, dataclasses.Field]]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: (hints[f.name], f) for f in dataclasses.fields(cls)}
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
 
 def _describe(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        parts = [_describe(a) for a in typing.get_args(tp)]
-        return ", ".join(parts[:-1]) + " or " + parts[-1]
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _describe(get_args(tp)[0])
     if origin is Literal:
-        choices = [repr(a) for a in typing.get_args(tp)]
+        choices = [repr(a) for a in get_args(tp)]
         return choices[0] if len(choices) == 1 else "one of " + ", ".join(choices)
-    if dataclasses.is_dataclass(tp):
-        return f"a mapping with keys from {list(_schema(tp))}"
+    if get_args(tp) and origin is not dict:  # a union
+        parts = [_describe(a) for a in get_args(tp)]
+        return ", ".join(parts[:-1]) + " or " + parts[-1]
+    if _is_section(tp):
+        return f"a mapping with keys from {list(tp.model_fields)}"
     return _TYPE_NAMES[tp]
+
+
+def _describe_range(field) -> str:
+    low = high = None
+    low_open = high_open = False
+    for m in field.metadata:
+        if isinstance(m, annotated_types.Ge):
+            low = m.ge
+        elif isinstance(m, annotated_types.Gt):
+            low, low_open = m.gt, True
+        elif isinstance(m, annotated_types.Le):
+            high = m.le
+        elif isinstance(m, annotated_types.Lt):
+            high, high_open = m.lt, True
+    if high is None:
+        return f"a value {'>' if low_open else '>='} {low:g}"
+    return f"a value in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def _is_section(tp) -> bool:
+    return isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
 
 
 def _show(value) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _convert(value, tp, key: str, source: str):
-    """`value` as type `tp`, or `_NO`. Nested sections are built (and checked) here."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for member in typing.get_args(tp):
-            result = _convert(value, member, key, source)
-            if result is not _NO:
-                return result
-        return _NO
-    if origin is Literal:
-        fits = any(type(value) is type(a) and value == a for a in typing.get_args(tp))
-        return value if fits else _NO
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, source, key) if isinstance(value, Mapping) else _NO
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            return _NO
-        try:
-            number = float(value)
-        except (ValueError, OverflowError):
-            return _NO
-        return number if math.isfinite(number) else _NO
-    if tp is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
-    if tp is dict:
-        return copy.deepcopy(dict(value)) if isinstance(value, Mapping) else _NO
-    if tp is type(None):
-        return None if value is None else _NO
-    return value if isinstance(value, tp) else _NO  # bool, str
-
-
-def _field_value(cls, name: str, value, key: str, source: str):
-    """`value` converted and checked for field `name` of `cls`, or a RecipeError."""
-    tp, field = _schema(cls)[name]
-    result = _convert(value, tp, key, source)
-    if result is _NO:
-        raise RecipeError(f"{source}: `{key}` expected {_describe(tp)}. Received: {_show(value)}")
-    check = field.metadata.get("check")
-    if check is not None:
-        try:
-            result = check(result)
-        except ValueError as e:
-            raise RecipeError(f"{source}: `{key}` expected {e}. Received: {_show(value)}") from e
-    return result
-
-
-def _key(cls, name, source: str, prefix: str) -> str:
-    """The dotted key of field `name` under `prefix`; unknown names raise with hints."""
+def _unknown_key(cls, name, source: str, prefix: str) -> RecipeError:
     key = f"{prefix}.{name}" if prefix else str(name)
-    valid = list(_schema(cls))
-    if name not in valid:
-        close = difflib.get_close_matches(str(name), valid, n=1)
-        dot = f"{prefix}." if prefix else ""
-        hint = f" Did you mean `{dot}{close[0]}`?" if close else ""
-        level = f"in `{prefix}`" if prefix else "at the top level"
-        raise RecipeError(
-            f"{source}: unknown key `{key}`.{hint} Valid keys {level}: {', '.join(valid)}"
-        )
-    return key
+    valid = list(cls.model_fields)
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    dot = f"{prefix}." if prefix else ""
+    hint = f" Did you mean `{dot}{close[0]}`?" if close else ""
+    level = f"in `{prefix}`" if prefix else "at the top level"
+    return RecipeError(
+        f"{source}: unknown key `{key}`.{hint} Valid keys {level}: {', '.join(valid)}"
+    )
 
 
-def _build(cls, mapping, source: str, prefix: str = ""):
-    if not isinstance(mapping, Mapping):
-        raise RecipeError(
-            f"{source}: a recipe must be {_describe(cls)}. Received: {_show(mapping)}"
-        )
-    values = {}
-    for name, value in mapping.items():
-        key = _key(cls, name, source, prefix)
-        values[name] = _field_value(cls, name, value, key, source)
-    return cls(**values)
+def _recipe_error(recipe_type, error: pydantic.ValidationError, source: str) -> RecipeError:
+    """The first of pydantic's errors as a `RecipeError`: the source, the dotted key,
+    what was expected and what was received (with a did-you-mean for unknown keys)."""
+    errors = error.errors()
+    first = errors[0]
+    names, section, cls = [], None, recipe_type
+    for part in first["loc"]:  # field names, then (for a union) the member that failed
+        if not _is_section(cls):
+            break
+        if part not in cls.model_fields:
+            if first["type"] == "extra_forbidden":
+                return _unknown_key(cls, part, source, ".".join(names))
+            break
+        names.append(part)
+        section, cls = cls, cls.model_fields[part].annotation
+    key = ".".join(names)
+    if not names:
+        expected, received = _describe(recipe_type), _show(first["input"])
+        return RecipeError(f"{source}: a recipe must be {expected}. Received: {received}")
+    field = section.model_fields[names[-1]]
+    # A union reports one error per member: a failed rule says more than a wrong type.
+    same = [e for e in errors if tuple(e["loc"][: len(names)]) == tuple(names)]
+    ruled = [e for e in same if e["type"] == "value_error" or e["type"] in _RANGE_ERRORS]
+    chosen = (ruled or same)[0]
+    if chosen["type"] == "value_error":
+        expected = str(chosen["ctx"]["error"])
+    elif chosen["type"] in _RANGE_ERRORS:
+        expected = _describe_range(field)
+    else:
+        expected = _describe(field.annotation)
+    return RecipeError(f"{source}: `{key}` expected {expected}. Received: {_show(chosen['input'])}")
+
+
+def _validate(recipe_type, mapping, source: str):
+    try:
+        return recipe_type.model_validate(mapping)
+    except pydantic.ValidationError as e:
+        raise _recipe_error(recipe_type, e, source) from None
 
 
 def _check_recipe(recipe: Recipe | TaggerRecipe, source: str) -> Recipe | TaggerRecipe:
@@ -685,30 +647,22 @@ def _check_recipe(recipe: Recipe | TaggerRecipe, source: str) -> Recipe | Tagger
 
 
 def _build_recipe(recipe_type, mapping, source: str):
-    """`_build` of a whole recipe; a file of another kind of recipe says which command
-    trains it."""
+    """`_validate` of a whole recipe; a file of another kind of recipe says which
+    command trains it."""
     try:
-        return _build(recipe_type, mapping, source)
+        return _validate(recipe_type, mapping, source)
     except RecipeError as error:
         for other, (kind, command) in _COMMANDS.items():
             if other is recipe_type or not isinstance(mapping, Mapping):
                 continue
             try:
-                _build(other, mapping, source)
+                _validate(other, mapping, source)
             except RecipeError:
                 continue
             raise RecipeError(
                 f"{error}. {source} reads as a {kind} recipe: train it with `{command}`."
             ) from error
         raise
-
-
-def _merge(base: dict, update: Mapping) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        both = isinstance(out.get(k), dict) and isinstance(v, Mapping)
-        out[k] = _merge(out[k], v) if both else v
-    return out
 
 
 def _parse_override(item, source: str) -> tuple[str, Any]:
@@ -728,26 +682,31 @@ def _parse_override(item, source: str) -> tuple[str, Any]:
         ) from e
 
 
-def _apply(recipe: Recipe, overrides: Iterable[str], source: str) -> Recipe:
-    recipe = copy.deepcopy(recipe)
+def _apply(recipe, overrides: Iterable[str], source: str):
+    """`recipe` with the overrides written into its dict form, validated again."""
+    tree = recipe.to_dict()
     for item in [overrides] if isinstance(overrides, str) else overrides:
         path, value = _parse_override(item, source)
         *parents, last = path.split(".")
-        obj, prefix = recipe, ""
-        for part in parents:
-            prefix = _key(type(obj), part, source, prefix)
-            obj = getattr(obj, part)
-            if not dataclasses.is_dataclass(obj):
+        node, cls, prefix = tree, type(recipe), ""
+        for part in [*parents, last]:
+            if part not in cls.model_fields:
+                raise _unknown_key(cls, part, source, prefix)
+            prefix = f"{prefix}.{part}" if prefix else part
+            field_type = cls.model_fields[part].annotation
+            if part == last:
+                break
+            cls = field_type
+            if not _is_section(cls):
                 raise RecipeError(
                     f"{source}: `{prefix}` is not a section; set it as a whole with "
                     f"`--set {prefix}=...`. Received: {item!r}"
                 )
-        key = _key(type(obj), last, source, prefix)
-        current = getattr(obj, last)
-        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
-            value = _merge(dataclasses.asdict(current), value)  # a partial section
-        setattr(obj, last, _field_value(type(obj), last, value, key, source))
-    return recipe
+            node = node[part]
+        if _is_section(field_type) and isinstance(value, Mapping):
+            value = {**node[last], **value}  # a partial section
+        node[last] = value
+    return _validate(type(recipe), tree, source)
 
 
 # --- public API -----------------------------------------------------------------

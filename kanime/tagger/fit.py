@@ -194,7 +194,7 @@ def build_tagger_for(recipe):
 
 def _run_keys(recipe):
     flat = {"seed": recipe.seed, "model": recipe.to_dict()["model"], "tags": recipe.tags}
-    flat.update({f"data.{k}": v for k, v in dataclasses.asdict(recipe.data).items()})
+    flat.update({f"data.{k}": v for k, v in recipe.data.model_dump().items()})
     # A value the source ignores does not change the run.
     ignored = "data.path" if recipe.data.source == "procedural" else "data.num_images"
     flat[ignored] = None
