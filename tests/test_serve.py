@@ -17,6 +17,7 @@ from kanime.models.export import save_model_atomic
 from kanime.serve import schema
 from kanime.serve.app import MAX_BODY_BYTES, create_app, is_loopback
 from kanime.serve.background import BackgroundServer
+from kanime.tags import PAPER_TAGS
 
 LATENT = 8
 
@@ -156,8 +157,8 @@ BAD = [
     ("generate", {"options": {"hair_color": "blue eyes"}}, "not a tag of the group"),
     ("generate", {"options": {"smile": "on"}, "tags": []}, "not both"),
     ("generate", {"options": ["smile"]}, "`options` must be an object"),
-    ("generate", {"count": 17}, "at most 16"),
-    ("generate", {"count": 0}, "`count` must be an integer >= 1"),
+    ("generate", {"count": 17}, "`count` must be an integer in [1, 16]. Received: 17"),
+    ("generate", {"count": 0}, "`count` must be an integer in [1, 16]. Received: 0"),
     ("generate", {"count": 2.5}, "`count` must be an integer"),
     ("generate", {"count": "3"}, "`count` must be an integer"),
     ("generate", {"count": True}, "`count` must be an integer"),
@@ -172,6 +173,7 @@ BAD = [
     ("generate", {"seeds": 3}, "`seeds` must be a non-empty list"),
     ("generate", {"seeds": []}, "`seeds` must be a non-empty list"),
     ("generate", {"noise_seed": -5}, "`noise_seed` (a seed)"),
+    ("generate", {"noise_seed": None}, "`noise_seed` (a seed) must be an integer in [0, "),
     ("generate", {"count": 2, "seeds": [1]}, "differ (count: 2, seeds: 1)"),
     ("generate", {"noise": [NOISE[:-1]]}, "noise[0] must be a list of 8 numbers"),
     ("generate", {"noise": [NOISE + [0.0]]}, "Received: 9 entries"),
@@ -180,6 +182,7 @@ BAD = [
     ("generate", {"noise": [[1e9] * LATENT]}, "noise[0][0] must be a number in [-100, 100]"),
     ("generate", {"noise": [NOISE], "noise_seed": 1}, "not both"),
     ("generate", {"colour": "blue"}, "unknown fields ['colour']"),
+    ("generate", {"sede": [1]}, "unknown fields ['sede']. Did you mean 'seeds'? Expected fields"),
     ("generate", [1, 2], "The body must be a JSON object"),
     ("generate", "seeds", "The body must be a JSON object"),
     ("interpolate", {"start": {"seed": 1}}, "`end` is missing"),
@@ -188,7 +191,8 @@ BAD = [
     ("interpolate", {"start": {"seed": 1}, "end": {"noise": [1]}}, "end.noise must be a list"),
     ("interpolate", {"start": {"seed": 1, "tags": ["x"]}, "end": {"seed": 2}}, "start.tags"),
     ("interpolate", {"start": {"seed": 1}, "end": {"seed": 2}, "frames": 1}, "`frames`"),
-    ("interpolate", {"start": {"seed": 1}, "end": {"seed": 2}, "frames": 33}, "at most 32"),
+    ("interpolate", {"start": {"seed": 1}, "end": {"seed": 2}, "frames": 33}, "in [2, 32]"),
+    ("interpolate", {"start": {"sed": 1}, "end": {"seed": 2}}, "Did you mean 'seed'?"),
     ("interpolate", {"start": {"seed": 1}, "end": {"seed": 2}, "method": "cubic"}, "`method`"),
     ("interpolate", {"start": 1, "end": {"seed": 2}}, "`start` must be a JSON object"),
 ]
@@ -199,6 +203,17 @@ def test_each_bad_body_gets_400_with_a_message(client, path, body, message):
     answer = client.post(f"/api/{path}", json=body)
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["error"]
+
+
+def test_misspelt_fields_get_a_guess_and_the_expected_fields():
+    body = {"Count": 2, "nosie": [], "zzz": 1, "count": 0}
+    with pytest.raises(schema.RequestError) as error:
+        schema.parse_generate(body, PAPER_TAGS, LATENT)
+    assert error.value.status == 400 and str(error.value) == (
+        "The body has unknown fields ['Count', 'nosie', 'zzz']. Did you mean 'count' for "
+        "'Count', 'noise' for 'nosie'? Expected fields from ['count', 'noise', 'noise_seed', "
+        "'options', 'seeds', 'tags']."
+    )
 
 
 RAW = [

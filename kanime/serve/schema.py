@@ -2,7 +2,9 @@
 
 Every way a body can be wrong raises a `RequestError` carrying an HTTP status (400 for a
 malformed or invalid body) and a message that names the field, what it accepts and what it
-received. Unknown fields are errors too, so a misspelt one is not silently ignored.
+received. Unknown fields are errors too, so a misspelt one is not silently ignored (the
+message guesses the field meant). The bodies are strict pydantic models: no `true` for an
+integer, no `"3"` for a number, no `null` for an optional field.
 
 Bodies:
 
@@ -18,10 +20,14 @@ Bodies:
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
 import secrets
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from kanime.interpolation import METHODS
 from kanime.serve.options import TagOptions, _short
@@ -138,41 +144,21 @@ def parse_generate(
         >>> parse_generate({"count": 100}, PAPER_TAGS, 8)
         Traceback (most recent call last):
         ...
-        kanime.serve.schema.RequestError: `count` must be at most 16 (the most images per \
-request). Received: 100
+        kanime.serve.schema.RequestError: `count` must be an integer in [1, 16]. Received: 100
     """
-    _check_keys(body, "The body", {"count", "seeds", "noise", "noise_seed", "tags", "options"})
-    sizes = {}
-    count = None
-    if "count" in body:
-        count = _integer(body["count"], "`count`", 1, None)
-        if count > MAX_IMAGES:
-            raise RequestError(
-                f"`count` must be at most {MAX_IMAGES} (the most images per request). "
-                f"Received: {count}"
-            )
-        sizes["count"] = count
-    seeds = None
-    if "seeds" in body:
-        seeds = _list(body["seeds"], "`seeds`", MAX_IMAGES)
-        seeds = [_seed(s, f"seeds[{i}]") for i, s in enumerate(seeds)]
-        sizes["seeds"] = len(seeds)
-    noise = None
-    if "noise" in body:
-        if "noise_seed" in body:
-            raise RequestError("Give `noise` or `noise_seed`, not both.")
-        rows = _list(body["noise"], "`noise`", MAX_IMAGES)
-        noise = np.stack([_vector(r, f"noise[{i}]", latent_dim) for i, r in enumerate(rows)])
-        sizes["noise"] = len(noise)
-    noise_seed = _seed(body["noise_seed"], "`noise_seed`") if "noise_seed" in body else None
-    if len(set(sizes.values())) > 1:
-        given = ", ".join(f"{k}: {v}" for k, v in sizes.items())
-        raise RequestError(f"`count` and the lengths of `seeds` and `noise` differ ({given}).")
-    n = next(iter(sizes.values()), 1)
-    if seeds is None:
-        draw_seed = draw_seed or (lambda: secrets.randbelow(RANDOM_SEEDS))
-        seeds = [int(draw_seed()) for _ in range(n)]
-    return GenerateRequest(seeds, noise, noise_seed, _options(body, vocabulary))
+    asked = _validate(_bodies(latent_dim)[0], body)
+    draw_seed = draw_seed or (lambda: secrets.randbelow(RANDOM_SEEDS))
+    n = asked.count or len(asked.noise or [0])
+    seeds = asked.seeds or [int(draw_seed()) for _ in range(n)]
+    noise = None if asked.noise is None else np.asarray(asked.noise, "float32")
+    try:
+        if "tags" in asked.model_fields_set:
+            options = TagOptions.from_tags(vocabulary, asked.tags)
+        else:
+            options = TagOptions(vocabulary, asked.options)
+    except ValueError as e:
+        raise RequestError(str(e)) from e
+    return GenerateRequest(seeds, noise, asked.noise_seed, options)
 
 
 def parse_interpolate(body, vocabulary: TagVocabulary, latent_dim: int) -> InterpolateRequest:
@@ -185,100 +171,133 @@ def parse_interpolate(body, vocabulary: TagVocabulary, latent_dim: int) -> Inter
         >>> request.frames, request.method, PAPER_TAGS.decode(request.start.tags)
         (5, 'slerp', ['red hair'])
     """
-    _check_keys(body, "The body", {"start", "end", "frames", "method"})
-    for key in ("start", "end"):
-        if key not in body:
-            raise RequestError(f"`{key}` is missing: give the {key} character's seed or noise.")
-    frames = _integer(body.get("frames", 8), "`frames`", 2, None)
-    if frames > MAX_FRAMES:
-        raise RequestError(
-            f"`frames` must be at most {MAX_FRAMES} (the most frames per request). "
-            f"Received: {frames}"
-        )
-    method = body.get("method", "slerp")
-    if method not in METHODS:
-        raise RequestError(f"`method` must be 'slerp' or 'lerp'. Received: {_short(method)}")
-    start = _endpoint(body["start"], "start", vocabulary, latent_dim)
-    end = _endpoint(body["end"], "end", vocabulary, latent_dim)
-    return InterpolateRequest(start, end, frames, method)
+    asked = _validate(_bodies(latent_dim)[1], body)
+    ends = []
+    for name, end in (("start", asked.start), ("end", asked.end)):
+        try:
+            tags = TagOptions.from_tags(vocabulary, end.tags).resolve(0)
+        except ValueError as e:
+            raise RequestError(f"{name}.tags: {e}") from e
+        noise = None if end.noise is None else np.asarray(end.noise, "float32")
+        ends.append(Endpoint(end.seed, noise, tags))
+    return InterpolateRequest(*ends, asked.frames, asked.method)
 
 
-def _endpoint(value, name, vocabulary, latent_dim) -> Endpoint:
-    _check_keys(value, f"`{name}`", {"seed", "noise", "tags"})
-    if ("seed" in value) == ("noise" in value):
-        raise RequestError(f"`{name}` needs a `seed` or a `noise` vector (one of them).")
-    seed = _seed(value["seed"], f"{name}.seed") if "seed" in value else None
-    noise = _vector(value["noise"], f"{name}.noise", latent_dim) if "noise" in value else None
+# The fields' types: their constraints are what the messages say a field accepts, and a
+# description is named after the field. Defaults of None make a field optional but not
+# nullable (pydantic does not check defaults); `tags` and `options` are checked by `TagOptions`.
+_Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="a seed")]
+_Number = Annotated[float, Field(ge=-MAX_NOISE, le=MAX_NOISE, allow_inf_nan=False)]
+_IMAGES = Field(min_length=1, max_length=MAX_IMAGES)
+
+
+class _Body(BaseModel, strict=True, extra="forbid"): ...
+
+
+@functools.cache
+def _bodies(latent_dim: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The models of the `/api/generate` and `/api/interpolate` bodies for a noise size."""
+    Vector = Annotated[list[_Number], Field(min_length=latent_dim, max_length=latent_dim)]
+
+    class GenerateBody(_Body):
+        count: Annotated[int, Field(ge=1, le=MAX_IMAGES)] = None
+        seeds: Annotated[list[_Seed], _IMAGES] = None
+        noise: Annotated[list[Vector], _IMAGES] = None
+        noise_seed: _Seed = None
+        tags: Any = []
+        options: Any = None
+
+        @model_validator(mode="after")
+        def _agree(self):
+            if {"noise", "noise_seed"} <= self.model_fields_set:
+                raise ValueError("Give `noise` or `noise_seed`, not both.")
+            sizes = {"count": self.count, "seeds": self.seeds, "noise": self.noise}
+            sizes = {k: v if k == "count" else len(v) for k, v in sizes.items() if v is not None}
+            if len(set(sizes.values())) > 1:
+                s = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+                raise ValueError(f"`count` and the lengths of `seeds` and `noise` differ ({s}).")
+            if {"tags", "options"} <= self.model_fields_set:
+                raise ValueError(
+                    "Give `tags` (the exact tags) or `options` (choices that may be random), "
+                    "not both."
+                )
+            return self
+
+    class EndBody(_Body):
+        seed: _Seed = None
+        noise: Vector = None
+        tags: Any = []
+
+        @model_validator(mode="after")
+        def _one(self):
+            if (self.seed is None) == (self.noise is None):
+                raise ValueError("needs a `seed` or a `noise` vector (one of them).")
+            return self
+
+    class InterpolateBody(_Body):
+        start: EndBody
+        end: EndBody
+        frames: Annotated[int, Field(ge=2, le=MAX_FRAMES)] = 8
+        method: Literal[METHODS] = "slerp"
+
+    return GenerateBody, InterpolateBody
+
+
+def _validate(model: type[BaseModel], body):
     try:
-        options = TagOptions.from_tags(vocabulary, value.get("tags", []))
-    except ValueError as e:
-        raise RequestError(f"{name}.tags: {e}") from e
-    return Endpoint(seed, noise, options.resolve(0))
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise RequestError(_message(_schema(model), e.errors())) from e
 
 
-def _options(body, vocabulary) -> TagOptions:
-    if "tags" in body and "options" in body:
-        raise RequestError(
-            "Give `tags` (the exact tags) or `options` (choices that may be random), not both."
-        )
-    try:
-        if "options" in body:
-            return TagOptions(vocabulary, body["options"])
-        return TagOptions.from_tags(vocabulary, body.get("tags", []))
-    except ValueError as e:
-        raise RequestError(str(e)) from e
+@functools.cache
+def _schema(model: type[BaseModel]) -> dict:
+    return model.model_json_schema()
 
 
-def _check_keys(value, name: str, allowed: set[str]):
-    if not isinstance(value, dict):
-        raise RequestError(f"{name} must be a JSON object. Received: {_short(value)}")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise RequestError(
-            f"{name} has unknown fields {unknown}. Expected fields from {sorted(allowed)}."
-        )
+def _message(schema: dict, errors: list) -> str:
+    """A message for the first of pydantic's `errors` (unknown fields first): the field's path
+    (`count`, `seeds[0]`, `start.seed`), what it accepts (from its `schema`), what it received."""
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    kind, loc, got = error["type"], error["loc"], error["input"]
+    parent = loc[:-1] if kind == "extra_forbidden" else loc
+    node = schema
+    for part in parent:
+        node = node.get("items", {}) if isinstance(part, int) else node["properties"][part]
+        node = schema["$defs"][node["$ref"].split("/")[-1]] if "$ref" in node else node
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parent).lstrip(".")
+    where = where if len(parent) > 1 else f"`{where}`" if parent else "The body"
+    if kind == "extra_forbidden":
+        fields = sorted(node["properties"])
+        unknown = [e["loc"] for e in errors if e["type"] == kind and e["loc"][:-1] == parent]
+        unknown = sorted(str(x[-1]) for x in unknown)
+        close = {name: difflib.get_close_matches(name, fields, n=1) for name in unknown}
+        guesses = [repr(c[0]) + f" for {u!r}" * (len(unknown) > 1) for u, c in close.items() if c]
+        hint = f" Did you mean {', '.join(guesses)}?" if guesses else ""
+        return f"{where} has unknown fields {unknown}.{hint} Expected fields from {fields}."
+    where += f" ({node['description']})" if "description" in node else ""
+    if kind == "value_error":  # from a model validator
+        return f"{where} {error['ctx']['error']}" if loc else str(error["ctx"]["error"])
+    if kind == "missing":
+        return f"{where} is missing: it must be {_expected(node)}."
+    got = f"{len(got)} entries" if kind in ("too_short", "too_long") else _short(got)
+    return f"{where} must be {_expected(node)}. Received: {got}"
 
 
-def _integer(value, name: str, low: int, high: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(f"{name} must be an integer. Received: {_short(value)}")
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise RequestError(f"{name} must be an integer {bounds}. Received: {_short(value)}")
-    return value
-
-
-def _seed(value, name: str) -> int:
-    return _integer(value, f"{name} (a seed)", 0, MAX_SEED)
-
-
-def _list(value, name: str, limit: int) -> list:
-    if not isinstance(value, list) or not value:
-        raise RequestError(f"{name} must be a non-empty list. Received: {_short(value)}")
-    if len(value) > limit:
-        raise RequestError(
-            f"{name} must hold at most {limit} entries (the most images per request). "
-            f"Received: {len(value)}"
-        )
-    return value
-
-
-def _vector(value, name: str, length: int) -> np.ndarray:
-    if not isinstance(value, list) or len(value) != length:
-        got = f"{len(value)} entries" if isinstance(value, list) else _short(value)
-        raise RequestError(
-            f"{name} must be a list of {length} numbers (the generator's noise size). "
-            f"Received: {got}"
-        )
-    for i, x in enumerate(value):
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise RequestError(f"{name}[{i}] must be a number. Received: {_short(x)}")
-        if not abs(x) <= MAX_NOISE:  # also refuses NaN, and ints too big for a float
-            raise RequestError(
-                f"{name}[{i}] must be a number in [-{MAX_NOISE:g}, {MAX_NOISE:g}]. "
-                f"Received: {_short(x)}"
-            )
-    return np.asarray(value, "float32")
+def _expected(node: dict) -> str:
+    """What a value of the JSON schema `node` of a body must be, e.g. "an integer in [1, 16]"."""
+    if "enum" in node:
+        return " or ".join(map(repr, node["enum"]))
+    if node.get("type") == "object":
+        return f"a JSON object with fields from {sorted(node['properties'])}"
+    if node.get("type") == "array":  # a noise vector, or a list of seeds or of noise vectors
+        if node["minItems"] == node["maxItems"]:
+            return f"a list of {node['maxItems']} numbers"
+        return f"a non-empty list of at most {node['maxItems']} entries"
+    if "minimum" not in node:  # only from Python: JSON has no key that is not a string
+        return "a string key"
+    low, high = (int(x) if x == int(x) else x for x in (node["minimum"], node["maximum"]))
+    return f"{'an integer' if node['type'] == 'integer' else 'a number'} in [{low}, {high}]"
 
 
 __all__ = [
