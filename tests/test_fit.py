@@ -11,11 +11,11 @@ import yaml
 from conftest import ROOT, interrupt_after_epoch, write_recipe
 
 from kanime.models.export import read_metadata
-from kanime.recipe import RecipeError
+from kanime.recipe import RecipeError, load_recipe
 from kanime.run.callbacks import NonFiniteLossError
-from kanime.run.checkpoint import read_meta
+from kanime.run.checkpoint import CheckpointError, load_state, read_meta, save_state
 from kanime.tags import PAPER_TAGS, TagVocabulary
-from kanime.training.fit import fit
+from kanime.training.fit import build_gan, fit
 
 
 def metrics(run_dir):
@@ -40,7 +40,8 @@ def test_short_fit_writes_a_complete_run(tmp_path, tiny_recipe):
     run = tmp_path / "run"
     result = fit(tiny_recipe, run_dir=run, progress=False)
     assert result.step == 8 and result.resumed_from == 0
-    for name in ("recipe.yaml", "generator.keras", "discriminator.keras", "backup/state.npz"):
+    for name in ("recipe.yaml", "generator.keras", "discriminator.keras",
+                 "backup/state.weights.h5"):  # fmt: skip
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
         "step-0000004.png",
@@ -51,7 +52,7 @@ def test_short_fit_writes_a_complete_run(tmp_path, tiny_recipe):
     assert [r["step"] for r in rows] == [2, 4, 6, 8]
     assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in rows)
     assert yaml.safe_load((run / "recipe.yaml").read_text())["training"]["steps"] == 8
-    assert read_meta(run / "backup" / "state.npz")["step"] == 8
+    assert read_meta(run / "backup" / "state.weights.h5")["step"] == 8
     # The exported generator names its tags itself: no recipe.yaml needed beside it.
     stored = read_metadata(run / "generator.keras")["vocabulary"]
     assert TagVocabulary.from_config(stored) == PAPER_TAGS
@@ -83,7 +84,7 @@ def test_killed_run_continues_from_its_last_backup(tmp_path):
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    backup = run / "backup" / "state.npz"
+    backup = run / "backup" / "state.weights.h5"
     deadline = time.time() + 300
     while time.time() < deadline and not (backup.exists() and read_meta(backup)["step"] >= 6):
         assert proc.poll() is None, proc.communicate()
@@ -114,7 +115,7 @@ def test_an_interrupted_run_logs_each_step_once_after_resuming(tmp_path, monkeyp
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         fit(recipe, run_dir=run, progress=False)
-    assert read_meta(run / "backup" / "state.npz")["step"] == 4
+    assert read_meta(run / "backup" / "state.weights.h5")["step"] == 4
     assert [r["step"] for r in metrics(run)] == [2, 4, 6]
     assert event_steps(run, "d_loss") == [2, 4, 6]
 
@@ -129,21 +130,67 @@ def test_an_interrupted_run_logs_each_step_once_after_resuming(tmp_path, monkeyp
     assert event_steps(run, "samples/ema") == [8]
 
 
-def test_resume_restores_optimizer_state_exactly(tmp_path, tiny_recipe):
-    from kanime.recipe import load_recipe
-    from kanime.run.checkpoint import load_state
-    from kanime.training.fit import build_gan
+def fresh_gan(recipe_path, overrides=()):
+    return build_gan(load_recipe(recipe_path, overrides))
 
-    run = tmp_path / "run"
-    fit(tiny_recipe, run_dir=run, progress=False)
-    gan = build_gan(load_recipe(tiny_recipe))
-    load_state(gan, run / "backup" / "state.npz")
-    saved = np.load(run / "backup" / "state.npz")
-    assert gan.step == 8
-    opt = gan.g_optimizer.variables
-    offset = len(gan.state_variables()) - len(opt) - len(gan.d_optimizer.variables) - 1
-    for i, v in enumerate(opt):
-        np.testing.assert_array_equal(np.asarray(v), saved[f"v{offset + i:05d}"])
+
+def trained_gan(recipe_path, steps=2):
+    """The tiny recipe's GAN after `steps` steps on random images."""
+    recipe = load_recipe(recipe_path)
+    gan = build_gan(recipe)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (8 * steps, 32, 32, 3)).astype("float32")
+    gan.fit(images, recipe.vocabulary.sample(8 * steps, rng), batch_size=8, verbose=0)
+    return gan
+
+
+def test_a_backup_round_trips_every_variable_and_the_step(tmp_path, tiny_recipe):
+    gan = trained_gan(tiny_recipe)
+    path = tmp_path / "state.weights.h5"
+    assert save_state(gan, path, gan.step, recipe="tiny") == {"step": 2, "recipe": "tiny"}
+    fresh = fresh_gan(tiny_recipe)
+    assert fresh.step == 0
+    assert not np.array_equal(fresh.seed_generator.state, gan.seed_generator.state)
+    assert load_state(fresh, path) == {"step": 2, "recipe": "tiny"}
+    assert fresh.step == 2
+    for optimizer in (fresh.g_optimizer, fresh.d_optimizer):
+        assert int(np.asarray(optimizer.iterations)) == 2
+    # Models, EMA, both optimizers' moments and the random seed: every value, bit for bit.
+    for saved, loaded in zip(gan.state_variables(), fresh.state_variables(), strict=True):
+        assert saved.path == loaded.path
+        np.testing.assert_array_equal(np.asarray(loaded), np.asarray(saved), err_msg=saved.path)
+
+    other = fresh_gan(tiny_recipe, ["model.generator.channels=16"])
+    with pytest.raises(CheckpointError, match="different model configuration.*new run dir"):
+        load_state(other, path)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "state.npz").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"old/state.npz is a backup of an older kanime"):
+        load_state(fresh, tmp_path / "old" / "state.weights.h5")
+
+
+def test_a_save_killed_midway_keeps_the_previous_backup(tmp_path, tiny_recipe, monkeypatch):
+    import keras
+
+    gan = trained_gan(tiny_recipe)
+    path = tmp_path / "backup" / "state.weights.h5"
+    save_state(gan, path, gan.step)
+    written = path.read_bytes()
+
+    def killed(self, filepath, **kwargs):  # half a file, then the process dies
+        with open(filepath, "wb") as f:
+            f.write(written[: len(written) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save_weights", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(gan, path, 4)
+    monkeypatch.undo()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    assert path.read_bytes() == written and read_meta(path)["step"] == 2
+    fresh = fresh_gan(tiny_recipe)
+    load_state(fresh, path)
+    assert fresh.step == 2
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_backup(tmp_path, tiny_recipe, monkeypatch):
@@ -161,9 +208,10 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_backup(tmp_path, tiny_re
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"step 6.*last good backup \(step 4\)"):
         fit(tiny_recipe, run_dir=run, progress=False)
-    assert read_meta(run / "backup" / "state.npz")["step"] == 4
-    saved = np.load(run / "backup" / "state.npz")
-    assert all(np.all(np.isfinite(saved[k])) for k in saved.files if k != "meta")
+    assert read_meta(run / "backup" / "state.weights.h5")["step"] == 4
+    saved = fresh_gan(tiny_recipe)
+    load_state(saved, run / "backup" / "state.weights.h5")
+    assert all(np.all(np.isfinite(v)) for v in saved.state_variables())
 
     monkeypatch.setattr(ArrayBatches, "batch", clean)
     result = fit(tiny_recipe, run_dir=run, progress=False)
@@ -240,7 +288,7 @@ def test_a_penalty_that_runs_away_stops_the_run_and_keeps_the_last_good_backup(t
     run = tmp_path / "run"
     with pytest.raises(DivergenceError, match=r"step 2: gp=.*limit 1e-12.*ran away"):
         fit(recipe, run_dir=run, progress=False)
-    assert not (run / "backup" / "state.npz").exists()
+    assert not (run / "backup" / "state.weights.h5").exists()
     assert metrics(run)[-1]["step"] == 2  # the runaway interval is logged, for the curves
 
     recipe = write_recipe(tmp_path / "r.yaml", training={"stop_gp_above": None})
@@ -306,7 +354,7 @@ def test_steps_are_counted_by_the_trainer_through_overflow_skipped_steps(tmp_pat
         assert sorted(p.name for p in (run / "samples").glob("*.png")) == [
             "step-0000004.png", "step-0000008.png",
         ]  # fmt: skip
-        assert read_meta(run / "backup" / "state.npz")["step"] == 8
+        assert read_meta(run / "backup" / "state.weights.h5")["step"] == 8
 
         longer = write_recipe(
             tmp_path / "fp16.yaml", training={"steps": 12, "mixed_precision": "mixed_float16"},

@@ -288,7 +288,8 @@ def test_kanime_fit_on_two_workers_writes_one_run_and_a_copy_per_other_worker(tm
     copy = run / "workers" / "worker-1"
     assert sorted(p.name for p in (run / "workers").iterdir()) == ["worker-1"]
     for folder in (run, copy):
-        assert read_meta(folder / "backup" / "state.npz")["step"] == TINY["training"]["steps"]
+        backup = folder / "backup" / "state.weights.h5"
+        assert read_meta(backup)["step"] == TINY["training"]["steps"]
         lines = (folder / "logs" / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["step"] for line in lines] == [2, 4, 6, 8]  # each step once
     chief, other = (keras.saving.load_model(f / "generator.keras") for f in (run, copy))
@@ -334,7 +335,7 @@ def test_kanime_fit_on_two_jax_processes_trains_like_one_device(tmp_path):
     steps = TINY["training"]["steps"]
     rows = {}
     for folder in (run, copy, one):
-        assert read_meta(folder / "backup" / "state.npz")["step"] == steps
+        assert read_meta(folder / "backup" / "state.weights.h5")["step"] == steps
         rows[folder] = read_metrics(folder)
         assert [row["step"] for row in rows[folder]] == [2, 4, 6, 8]  # each step once
     # Each process fed half of every global batch; together they train as one device on the

@@ -6,6 +6,7 @@ import os
 import time
 
 import cv2
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import kanime.sweep
 from kanime.cli import app
 from kanime.recipe import RecipeError
 from kanime.run.callbacks import TrainingStoppedError
+from kanime.run.checkpoint import META
 from kanime.sweep import (
     Variant,
     ceiling_ratios,
@@ -203,7 +205,8 @@ def fake_run(run_dir, batch_size=8, rows=(), sample_step=None, backup_step=None)
         cv2.imwrite(str(run_dir / "samples" / f"step-{sample_step:07d}.png"), image)
     if backup_step is not None:
         (run_dir / "backup").mkdir(exist_ok=True)
-        np.savez(run_dir / "backup" / "state.npz", meta=json.dumps({"step": backup_step}))
+        with h5py.File(run_dir / "backup" / "state.weights.h5", "w") as f:
+            f.attrs[META] = json.dumps({"step": backup_step})
 
 
 def fake_fit(calls):

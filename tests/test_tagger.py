@@ -130,7 +130,7 @@ def test_short_run_writes_a_complete_run_dir(tiny_tagger, finished):
     run, result = finished
     assert result.step == 8 and result.resumed_from == 0
     for name in ("recipe.yaml", "tagger.keras", "settings.json", "evaluation.json",
-                 "backup/state.npz", "logs/metrics.jsonl"):  # fmt: skip
+                 "backup/state.weights.h5", "logs/metrics.jsonl"):  # fmt: skip
         assert (run / name).is_file(), name
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
     rows = metrics(run)
@@ -139,7 +139,7 @@ def test_short_run_writes_a_complete_run_dir(tiny_tagger, finished):
     assert load_recipe(run / "recipe.yaml", recipe_type=TaggerRecipe) == load_recipe(
         tiny_tagger, recipe_type=TaggerRecipe
     )
-    assert read_meta(run / "backup" / "state.npz")["step"] == 8
+    assert read_meta(run / "backup" / "state.weights.h5")["step"] == 8
 
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert evaluation == json.loads(json.dumps(result.evaluation))
@@ -159,7 +159,7 @@ def test_short_run_writes_a_complete_run_dir(tiny_tagger, finished):
 
 def test_finished_run_is_not_trained_again(tmp_path, tiny_tagger, finished):
     run = copy_run(finished[0], tmp_path)
-    backup = (run / "backup" / "state.npz").read_bytes()
+    backup = (run / "backup" / "state.weights.h5").read_bytes()
     logged = (run / "logs" / "metrics.jsonl").read_text()
     again = fit_tagger(tiny_tagger, run_dir=run, progress=False)
     assert again.step == 8 and again.resumed_from == 8
@@ -167,7 +167,7 @@ def test_finished_run_is_not_trained_again(tmp_path, tiny_tagger, finished):
     lower = fit_tagger(tiny_tagger, run_dir=run, overrides=["threshold=0.3"], progress=False)
     assert lower.resumed_from == 8 and lower.evaluation["threshold"] == 0.3
     assert json.loads((run / "evaluation.json").read_text())["threshold"] == 0.3
-    assert (run / "backup" / "state.npz").read_bytes() == backup
+    assert (run / "backup" / "state.weights.h5").read_bytes() == backup
     assert (run / "logs" / "metrics.jsonl").read_text() == logged
 
 
@@ -176,7 +176,7 @@ def test_more_steps_continue_from_the_finished_step(tmp_path, tiny_tagger, finis
     more = fit_tagger(tiny_tagger, run_dir=run, overrides=["training.steps=12"], progress=False)
     assert more.resumed_from == 8 and more.step == 12
     assert [r["step"] for r in metrics(run)] == [2, 4, 6, 8, 10, 12]
-    assert read_meta(run / "backup" / "state.npz")["step"] == 12
+    assert read_meta(run / "backup" / "state.weights.h5")["step"] == 12
     assert more.evaluation["steps"] == 12
 
 
@@ -191,7 +191,7 @@ def test_interrupted_run_resumes_from_its_backup_step(tmp_path, tiny_tagger, fin
     stopped = runner.invoke(app, args)
     assert stopped.exit_code == 130, stopped.output
     assert "resume from step 4" in stopped.output
-    assert read_meta(run / "backup" / "state.npz")["step"] == 4
+    assert read_meta(run / "backup" / "state.weights.h5")["step"] == 4
     assert [r["step"] for r in metrics(run)] == [2, 4, 6]
     assert not (run / "tagger.keras").exists()
 
@@ -216,7 +216,7 @@ def test_a_run_dir_refuses_a_different_model_or_split(tmp_path, tiny_tagger, fin
     # A GAN run is not a tagger run.
     gan_run = tmp_path / "gan"
     (gan_run / "backup").mkdir(parents=True)
-    (gan_run / "backup" / "state.npz").write_bytes(b"")
+    (gan_run / "backup" / "state.weights.h5").write_bytes(b"")
     (gan_run / "recipe.yaml").write_text(yaml.safe_dump(Recipe().to_dict()))
     with pytest.raises(RecipeError, match="does not hold a tagger run"):
         fit_tagger(tiny_tagger, run_dir=gan_run, progress=False)
@@ -252,7 +252,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_backup(tmp_path, tiny_ta
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"step 6.*last good backup \(step 4\)"):
         fit_tagger(tiny_tagger, run_dir=run, progress=False)
-    assert read_meta(run / "backup" / "state.npz")["step"] == 4
+    assert read_meta(run / "backup" / "state.weights.h5")["step"] == 4
     monkeypatch.setattr(ArrayBatches, "batch", clean)
     assert fit_tagger(tiny_tagger, run_dir=run, progress=False).resumed_from == 4
 

@@ -12,7 +12,7 @@ import warnings
 import keras
 
 from kanime.progress import progress_bar
-from kanime.run.checkpoint import model_state_variables, save_variables
+from kanime.run.checkpoint import save_state
 from kanime.run.layout import RunFolder
 from kanime.run.metrics_log import append_metrics
 
@@ -77,7 +77,7 @@ class RunMonitor(keras.callbacks.Callback):
 
     At the end of each Keras epoch (`logging.log_every` steps) it appends the epoch's
     values and the learning rate to `logs/metrics.jsonl` and TensorBoard, and every
-    `backup_every` steps, and at the last step, writes `backup/state.npz`. A NaN or
+    `backup_every` steps, and at the last step, writes `backup/state.weights.h5`. A NaN or
     infinite value stops training without a backup; so does an interval whose value
     passes its limit (the divergence guard), after it is logged so the curve shows it.
     `finite_or_raise` then turns either into an error. The GAN's monitor
@@ -147,13 +147,9 @@ class RunMonitor(keras.callbacks.Callback):
         if final or step % self.backup_every == 0:
             self.backup()
 
-    def state_variables(self):
-        """Every variable a resumed run needs, in a fixed order."""
-        return model_state_variables(self.model)
-
     def backup(self):
         step = training_step(self.model)
-        save_variables(self.state_variables(), self.run.backup, step, **self.meta)
+        save_state(self.model, self.run.backup, step, **self.meta)
         self.last_backup_step = step
 
 
@@ -269,4 +265,3 @@ def fit_steps(model, data, monitor, total_steps, log_every, resumed_from, *, bef
     finally:
         bar.close()
     finite_or_raise(monitor, monitor.run.root, hint, divergence_hint)
-

@@ -1,93 +1,90 @@
 """Resume state of a run: every variable of the model and its optimizers in one file.
 
-The file is a `.npz` written to a temporary name and moved into place with
-`os.replace`, so a run killed while saving keeps its previous backup.
-Keras's `BackupAndRestore` writes its files in place; kanime needs the
-atomic write and the two optimizers, so it keeps this small format.
-`save_state` / `load_state` hold a `TagGAN`; `save_variables` / `load_variables`
-hold any fixed list of variables (the tagger's weights and optimizer).
+`save_state` writes Keras's `model.save_weights`, which walks the model's
+attributes: a `TagGAN`'s generator, discriminator, EMA generator, both optimizers,
+step counter and random seed; a compiled model's weights and optimizer. The file
+goes to a temporary `.weights.h5` moved into place with `os.replace`, so a run
+killed while saving keeps its previous backup. The step and the run's other
+metadata are attributes of the same file (`read_meta`).
 """
 
 import json
+from pathlib import Path
 
-import numpy as np
-from keras import ops
+import h5py
 
 from kanime.atomic import atomic_path
 
-FORMAT_VERSION = 1
+META = "kanime"  # the file attribute that holds the metadata, as JSON
 
 
 class CheckpointError(RuntimeError):
     """A backup that cannot be used with the model at hand."""
 
 
-def save_variables(variables, path, step, **meta):
-    """Writes `variables` (in their order), the `step` and `meta` to `path`, atomically."""
-    arrays = {f"v{i:05d}": ops.convert_to_numpy(v) for i, v in enumerate(variables)}
-    info = {
-        "format": FORMAT_VERSION,
-        "step": int(step),
-        "variables": [[v.path, list(v.shape)] for v in variables],
-        **meta,
-    }
-    arrays["meta"] = np.array(json.dumps(info))
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    return info
+def save_state(model, path, step, **meta):
+    """Writes every variable of `model` (its optimizers' too), `step` and `meta` to `path`.
 
+    Args:
+        model: a built Keras model (a `TagGAN`, or a compiled model with its optimizer).
+        path: the backup file; its name ends in `.weights.h5`.
+        step: the training step the backup is made at.
+        **meta: more JSON values to keep with it.
 
-def load_variables(variables, path):
-    """Assigns the values in `path` to `variables`; returns the metadata.
+    Returns:
+        The metadata written: `{"step": step, **meta}`.
 
-    Raises:
-        CheckpointError: the file cannot be read, or its variables differ in number or
-            shape from `variables`.
+    Examples:
+        >>> import tempfile, keras
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer="adam", loss="mse")
+        >>> path = Path(tempfile.mkdtemp()) / "state.weights.h5"
+        >>> save_state(model, path, 0, recipe="demo")
+        {'step': 0, 'recipe': 'demo'}
+        >>> load_state(model, path) == read_meta(path)
+        True
     """
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"Could not read the backup {path}: {e}") from e
-    with data:
-        info = json.loads(str(data["meta"]))
-        if len(info["variables"]) != len(variables):
-            raise CheckpointError(
-                f"The backup {path} holds {len(info['variables'])} variables; this model has "
-                f"{len(variables)}. It was made by a different model configuration: start a "
-                "new run directory or restore the recipe it was made with."
-            )
-        for i, v in enumerate(variables):
-            value = data[f"v{i:05d}"]
-            if tuple(value.shape) != tuple(v.shape):
-                raise CheckpointError(
-                    f"The backup {path} does not match this model: variable {v.path} has "
-                    f"shape {tuple(v.shape)}, the backup has {tuple(value.shape)}."
-                )
-            v.assign(value)
+    info = {"step": int(step), **meta}
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+        with h5py.File(tmp, "r+") as f:
+            f.attrs[META] = json.dumps(info)
     return info
-
-
-def model_state_variables(model):
-    """What a resumed single-optimizer Keras model needs, in a fixed order: its weights
-    (batch-norm statistics included) and its optimizer's variables (the step count too)."""
-    return list(model.weights) + list(model.optimizer.variables)
-
-
-def save_state(gan, path, **meta):
-    """Writes every variable of `gan` (models, EMA, optimizers, seed) and `meta` to `path`."""
-    return save_variables(gan.state_variables(), path, gan.step, **meta)
 
 
 def read_meta(path):
-    """The metadata dict of a backup (its step, variable list and extra keys)."""
-    with np.load(path) as data:
-        return json.loads(str(data["meta"]))
+    """The metadata of a backup: its `step` and the keys `save_state` was given."""
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs[META])
 
 
-def load_state(gan, path):
-    """Restores `gan` from `path`; returns the metadata. Raises `CheckpointError` on mismatch.
+def load_state(model, path):
+    """Restores `model` from the backup `path`; returns its metadata, or None when there is none.
 
-    The step count is the backup's `step` (`gan.steps_done`, not an optimizer's count)."""
-    info = load_variables(gan.state_variables(), path)
-    gan.steps_done.assign(info["step"])
+    Raises:
+        CheckpointError: the file cannot be read, was made by a different model
+            configuration, or is an older kanime's `.npz` backup.
+    """
+    path = Path(path)
+    if not path.exists():
+        old = sorted(path.parent.glob("*.npz"))
+        if old:
+            raise CheckpointError(
+                f"{old[0]} is a backup of an older kanime (.npz), which this version does not "
+                "read: start a new run directory, or finish the run with the kanime it was "
+                "made with."
+            )
+        return None
+    try:
+        info = read_meta(path)
+    except (OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"Could not read the backup {path}: {e}") from e
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"The backup {path} does not match this model; it was made by a different model "
+            "configuration: start a new run directory or restore the recipe it was made with. "
+            "Keras: " + " ".join(str(e).split("\n\n")[:2])  # the count and one example
+        ) from e
     return info

@@ -3,7 +3,7 @@
 ```
 RUN/
   recipe.yaml               the resolved recipe; a resumed run must match it
-  backup/state.npz          the resume state (`kanime.run.checkpoint`)
+  backup/state.weights.h5   the resume state (`kanime.run.checkpoint`)
   logs/metrics.jsonl        one JSON row per logged step (`kanime.run.metrics_log`)
   logs/events.out.tfevents.*  the same values and the sample grids, for TensorBoard
   samples/step-0000250.png  sample grids (a GAN run)
@@ -30,7 +30,7 @@ class RunFolder:
     Examples:
         >>> run = RunFolder("runs/quickstart")
         >>> run.backup.as_posix(), run.sample(250).name
-        ('runs/quickstart/backup/state.npz', 'step-0000250.png')
+        ('runs/quickstart/backup/state.weights.h5', 'step-0000250.png')
     """
 
     root: Path
@@ -44,7 +44,7 @@ class RunFolder:
 
     @property
     def backup(self) -> Path:
-        return self.root / "backup" / "state.npz"
+        return self.root / "backup" / "state.weights.h5"
 
     @property
     def logs(self) -> Path:

@@ -11,8 +11,8 @@ A tagger run directory (`runs/<recipe name>` unless told otherwise) holds:
 - `recipe.yaml`: the resolved recipe;
 - `logs/`: TensorBoard scalars (`loss`, held-out `val_loss`, `learning_rate`) every
   `log_every` steps, and the same rows in `metrics.jsonl`;
-- `backup/state.npz`: the weights and the optimizer's state, every `backup_every`
-  steps; running the same command again resumes from it;
+- `backup/state.weights.h5`: the weights and the optimizer's state, every
+  `backup_every` steps; running the same command again resumes from it;
 - `tagger.keras`, `settings.json` (`image_size`, `tags`, `threshold`, `vocabulary`)
   and `evaluation.json` (per-tag precision, recall and support on the held-out faces).
 
@@ -42,7 +42,7 @@ from kanime.recipe import (
     recipe_from_dict,
 )
 from kanime.run.callbacks import RunMonitor, fit_steps, training_step
-from kanime.run.checkpoint import CheckpointError, load_variables, model_state_variables
+from kanime.run.checkpoint import CheckpointError, load_state
 from kanime.run.layout import RunFolder
 from kanime.run.metrics_log import drop_logs_after, read_metrics
 from kanime.tagger.model import build_tagger
@@ -284,16 +284,14 @@ def fit_tagger(recipe, run_dir=None, overrides=(), progress=True) -> TaggerResul
         _check_same_run(recipe_file, recipe, run_dir)
 
     model = build_tagger_for(recipe)
-    resumed_from, backup_meta = 0, {}
-    if backup_file.exists():
-        model.optimizer.build(model.trainable_variables)
-        try:
-            backup_meta = load_variables(model_state_variables(model), backup_file)
-        except CheckpointError as e:
-            raise RecipeError(str(e)) from e
-        # The learning rate is the recipe's, not the one the backup was made with.
-        model.optimizer.learning_rate = recipe.training.learning_rate
-        resumed_from = training_step(model)
+    model.optimizer.build(model.trainable_variables)  # so the backup can fill it
+    try:
+        backup_meta = load_state(model, backup_file) or {}
+    except CheckpointError as e:
+        raise RecipeError(str(e)) from e
+    # The learning rate is the recipe's, not the one the backup was made with.
+    model.optimizer.learning_rate = recipe.training.learning_rate
+    resumed_from = training_step(model)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_recipe(recipe, recipe_file)
 

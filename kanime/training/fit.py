@@ -6,7 +6,8 @@ A run directory holds:
 - `logs/`: TensorBoard events (losses every `log_every` steps, a sample grid every
   `image_every` steps) and `metrics.jsonl`;
 - `samples/`: the sample grids as PNG files;
-- `backup/state.npz`: everything needed to resume (models, EMA, both optimizers, seed);
+- `backup/state.weights.h5`: everything needed to resume (models, EMA, both optimizers,
+  step, seed);
 - `generator.keras` (EMA weights) and `discriminator.keras`.
 
 Every file is written atomically. Running the same command again on a killed
@@ -261,12 +262,11 @@ def _fit(recipe: Recipe, run_dir, progress) -> FitResult:
 
     keras.utils.set_random_seed(recipe.seed)
     gan = build_gan(recipe)
-    resumed_from = 0
-    if run.backup.exists():
-        try:
-            resumed_from = load_state(gan, run.backup)["step"]
-        except CheckpointError as e:
-            raise RecipeError(str(e)) from e
+    try:
+        load_state(gan, run.backup)  # the step counter too
+    except CheckpointError as e:
+        raise RecipeError(str(e)) from e
+    resumed_from = gan.step
     run_dir.mkdir(parents=True, exist_ok=True)
     drop_logs_after(run_dir, resumed_from)  # what a killed run logged after its backup
     dump_recipe(recipe, run.recipe)

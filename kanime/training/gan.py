@@ -310,8 +310,18 @@ class TagGAN(keras.Model):
     def train_step(self, *args):
         return backend_module().train_step(self, *args)
 
+    def save_own_variables(self, store):
+        # Keras saves no `SeedGenerator`: a backup keeps the seed so a resumed run draws
+        # what the uninterrupted one would have.
+        super().save_own_variables(store)
+        store["seed"] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        self.seed_generator.state.assign(store["seed"])
+        super().load_own_variables({k: store[k] for k in store.keys() if k != "seed"})
+
     def state_variables(self):
-        """Every variable a resumed run needs, in a fixed order."""
+        """Every variable a resumed run needs, in a fixed order (what a backup holds)."""
         return (
             list(self.generator.variables)
             + list(self.discriminator.variables)

@@ -74,9 +74,6 @@ class GANMonitor(RunMonitor):
         if final or step % self.export_every == 0:
             self.export()
 
-    def state_variables(self):
-        return self.model.state_variables()
-
     def write_samples(self, step):
         images = distribute.predict(self.model.ema_generator, [self.grid_z, self.grid_tags])
         grid = image_grid(to_uint8(images), self.grid_rows, self.grid_cols)
