@@ -1,5 +1,7 @@
-"""One training step from identical weights, data and noise: TensorFlow and JAX agree."""
+"""One training step from identical weights, data and noise: TensorFlow, JAX and PyTorch
+agree (PyTorch where it is installed)."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -31,6 +33,8 @@ print("LOSSES" + json.dumps({{k: float(v[0]) for k, v in history.history.items()
 """
 
 
+BACKENDS = ("tensorflow", "jax") + (("torch",) if importlib.util.find_spec("torch") else ())
+
 # The paper's losses, and every loss option of issue 14 at once.
 OPTIONS = [
     {},
@@ -40,7 +44,7 @@ OPTIONS = [
 
 @pytest.mark.large
 @pytest.mark.parametrize("options", OPTIONS, ids=["paper", "grouped-r1-augment"])
-def test_one_step_gives_the_same_losses_and_weights_on_tensorflow_and_jax(tmp_path, options):
+def test_one_step_gives_the_same_losses_and_weights_on_every_backend(tmp_path, options):
     from kanime.models import Discriminator, Generator
     from kanime.tags import PAPER_TAGS
 
@@ -70,19 +74,20 @@ def test_one_step_gives_the_same_losses_and_weights_on_tensorflow_and_jax(tmp_pa
     np.savez(tmp_path / "init.npz", **arrays)
     code = STEP.format(folder=str(tmp_path), options=options)
     losses = {}
-    for backend in ("tensorflow", "jax"):
+    for backend in BACKENDS:
         out = run_python(code, backend=backend).stdout
         line = next(x for x in out.splitlines() if x.startswith("LOSSES"))
         losses[backend] = json.loads(line[len("LOSSES") :])
-    tf_losses, jax_losses = losses["tensorflow"], losses["jax"]
-    assert set(tf_losses) == set(jax_losses)
-    for name in tf_losses:
-        assert jax_losses[name] == pytest.approx(tf_losses[name], rel=1e-4, abs=1e-5), name
     a = np.load(tmp_path / "tensorflow.npz")
-    b = np.load(tmp_path / "jax.npz")
-    assert len(a.files) == len(b.files)
-    for key in a.files:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=2e-5, err_msg=key)
+    for backend in BACKENDS[1:]:
+        assert set(losses[backend]) == set(losses["tensorflow"])
+        for name, value in losses["tensorflow"].items():
+            expected = pytest.approx(value, rel=1e-4, abs=1e-5)
+            assert losses[backend][name] == expected, (backend, name)
+        b = np.load(tmp_path / f"{backend}.npz")
+        assert len(a.files) == len(b.files)
+        for key in a.files:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=2e-5, err_msg=(backend, key))
     # The step did move the weights.
     moved = [not np.allclose(a[f"arr_{i}"], arrays[f"g{i}"]) for i in range(len(g.weights))]
     assert any(moved)

@@ -174,7 +174,9 @@ class TagGAN(keras.Model):
             lambda_adv: weight of the adversarial terms (34, the number of tags).
             lambda_gp: weight of the gradient penalty (0.5).
             jit_compile: compile the step with XLA (TensorFlow) / jit (JAX);
-                `"auto"` lets Keras decide (XLA is off on CPU-only TensorFlow).
+                `"auto"` lets Keras decide (XLA is off on CPU-only TensorFlow). On
+                torch only `False` or `"auto"` (eager): `torch.compile` has no
+                double backward for the penalty.
             lambda_tag: weight of the tag loss in both networks' losses (1, the paper).
             tag_loss: `"sigmoid"` (the paper: one sigmoid cross-entropy per tag) or
                 `"grouped"` (one softmax cross-entropy per exclusive group of the
@@ -192,6 +194,13 @@ class TagGAN(keras.Model):
         ]:
             if value not in choices:
                 raise ValueError(f"`{name}` must be one of {choices}. Received: {value!r}")
+        if jit_compile is True and keras.backend.backend() == "torch":
+            raise ValueError(
+                "`jit_compile=True` on the torch backend means `torch.compile`, which cannot "
+                "differentiate the gradient penalty's gradient again (double backward). Use "
+                "`jit_compile=False` (or 'auto') on torch, or train on JAX or TensorFlow "
+                "for a compiled step. Received: jit_compile=True"
+            )
         super().compile(jit_compile=jit_compile, **kwargs)
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer

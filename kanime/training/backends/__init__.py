@@ -8,7 +8,7 @@ import importlib
 
 import keras
 
-SUPPORTED = ("tensorflow", "jax")
+SUPPORTED = ("tensorflow", "jax", "torch")
 
 
 def backend_module():
