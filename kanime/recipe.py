@@ -130,7 +130,7 @@ class _Section(pydantic.BaseModel):
 class DataConfig(_Section):
     """Where the training faces come from.
 
-    Args:
+    Attributes:
         source: `"procedural"` (synthetic faces made on the fly, nothing to
             download), `"tfrecord"` (prepared shards read from `path`) or `"tfds"`
             (the `kanime_faces` TensorFlow Datasets builder over the folder `path`:
@@ -160,7 +160,7 @@ class DataConfig(_Section):
 class GeneratorConfig(_Section):
     """The SRResNet-like generator.
 
-    Args:
+    Attributes:
         channels: width of the residual blocks.
         num_blocks: number of residual blocks.
         upsample_channels: width of the sub-pixel upsampling convolutions.
@@ -189,7 +189,7 @@ class GeneratorConfig(_Section):
 class DiscriminatorConfig(_Section):
     """The residual discriminator.
 
-    Args:
+    Attributes:
         channels: width of the first stage (doubled at each later stage).
         blocks_per_stage: residual blocks per stage.
 
@@ -205,7 +205,7 @@ class DiscriminatorConfig(_Section):
 class ModelConfig(_Section):
     """The sizes of both networks.
 
-    Args:
+    Attributes:
         resolution: image side in pixels, a power of two in [32, 256].
         latent_dim: size of the noise vector.
         tag_encoding: tags fed to the generator as `"binary"` {0, 1} or
@@ -228,7 +228,7 @@ class ModelConfig(_Section):
 class TrainingConfig(_Section):
     """The optimisation: DRAGAN losses, Adam, step decay and an EMA generator.
 
-    Args:
+    Attributes:
         batch_size: images per step.
         steps: total training steps.
         learning_rate: Adam learning rate of the generator (and of the
@@ -301,7 +301,7 @@ class TrainingConfig(_Section):
 class LoggingConfig(_Section):
     """How often a run reports and saves, in steps.
 
-    Args:
+    Attributes:
         log_every: steps between loss scalars (also the length of a Keras "epoch").
         image_every: steps between sample grids.
         backup_every: steps between resume backups.
@@ -351,7 +351,7 @@ class Recipe(_RecipeBase):
     Build one with `load_recipe` or `recipe_from_dict`, whose errors name the file
     or `--set` they come from; the constructor checks the same rules.
 
-    Args:
+    Attributes:
         name: a short name, used in run folder names.
         seed: the random seed (>= 0).
         tags: `"paper"` for the paper's 34 tags, or a mapping accepted by
@@ -392,7 +392,7 @@ class Recipe(_RecipeBase):
 class TaggerDataConfig(_Section):
     """The tagged faces a tagger trains on, and the share held out to evaluate it.
 
-    Args:
+    Attributes:
         source: `"procedural"` (synthetic faces with true tags), `"tfrecord"` (a
             `kanime prepare` output read from `path`) or `"tfds"` (the `kanime_faces`
             TFDS builder over the folder `path`). Untagged faces are skipped.
@@ -421,7 +421,7 @@ class TaggerDataConfig(_Section):
 class TaggerModelConfig(_Section):
     """The tagger network (see `kanime.tagger.model.build_tagger`).
 
-    Args:
+    Attributes:
         resolution: the side, in pixels, faces are resized to (a multiple of 16).
         channels: channels of the first of the four stages (doubled at each).
 
@@ -437,7 +437,7 @@ class TaggerModelConfig(_Section):
 class TaggerTrainingConfig(_Section):
     """The tagger's optimisation: binary cross-entropy per tag, Adam.
 
-    Args:
+    Attributes:
         batch_size: faces per step.
         steps: total training steps (a multiple of `logging.log_every`).
         learning_rate: Adam's learning rate.
@@ -462,7 +462,7 @@ class TaggerTrainingConfig(_Section):
 class TaggerLoggingConfig(_Section):
     """How often a tagger run reports and saves, in steps.
 
-    Args:
+    Attributes:
         log_every: steps between the loss scalars (training and held-out loss);
             also the length of a Keras "epoch".
         backup_every: steps between resume backups (a multiple of `log_every`).
@@ -483,7 +483,7 @@ class TaggerRecipe(_RecipeBase):
     `recipe_from_dict(mapping, recipe_type=TaggerRecipe)`, whose errors name the
     file or `--set` they come from; the constructor checks the same rules.
 
-    Args:
+    Attributes:
         name: a short name; the default run folder is `runs/<name>`.
         seed: seeds the held-out split, the batches and the weights (>= 0).
         tags: `"paper"` for the paper's 34 tags, or a mapping accepted by
