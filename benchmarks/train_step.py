@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/train_step.py [--recipe recipes/getchu-paper.yaml] [--steps 5]
-        [--batch-size 64] [--backends tensorflow,jax] [--out benchmarks/results/train_step.json]
+        [--batch-size 64] [--backends tensorflow,jax,torch] [--peer PEER_DIR]
+        [--out benchmarks/results/train_step.json]
 
 Each backend runs in its own process (Keras picks its backend at import). The first step
 (tracing / compilation) is reported apart; the figure is the median of the timed steps.
@@ -10,14 +11,23 @@ Each backend runs in its own process (Keras picks its backend at import). The fi
 An entry of `--backends` may carry its own recipe overrides in brackets, separated by `;`,
 to compare settings in one run, e.g. XLA on and off on TensorFlow:
     --backends "tensorflow[training.jit_compile=false],tensorflow[training.jit_compile=true]"
-Results are keyed by the entry; `ratios` gives each entry's step time over the first's.
+Results are keyed by the entry; `ratios` gives each entry's step time over the first's, and
+`steps_per_hour` what one hour of each buys.
+
+`--peer ../shared/peers/create-girls-moe-pytorch` also times the PyTorch reproduction of the
+paper, through its own `run.sh` (`venv prepare time`: its D step with the DRAGAN penalty, G
+step and data loading, 128 px, batch 64, the same number of threads as this machine's cores),
+in the same run after the backends; `speedup_over_peer` is then the peer's step time over each
+entry's (above 1: kanime is faster). The peer only has the paper model at batch 64.
 """
 
 import argparse
+import json
 import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,12 +91,28 @@ def run(backend, recipe, batch, steps, overrides=()):
     return result
 
 
+def run_peer(peer_dir, work):
+    """The peer's own timing (`run.sh venv prepare time`): its `timing.json` as a dict."""
+    env = {**os.environ, "WORK": str(work), "THREADS": str(os.cpu_count())}
+    steps = ["venv", "prepare", "time"]
+    if (Path(work) / "pkl").exists():  # prepared by an earlier run
+        steps.remove("prepare")
+    proc = subprocess.run(["bash", str(Path(peer_dir) / "run.sh"), *steps], env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if proc.returncode:
+        raise SystemExit(f"the peer failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    timing = json.loads((Path(work) / "time128" / "timing.json").read_text())
+    return {**timing, "median_step_s": timing["median_s_per_iter"], "run_sh": steps}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="recipes/getchu-paper.yaml")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
-    parser.add_argument("--backends", default="tensorflow,jax")
+    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument("--peer", help="the peer's folder (with run.sh) to time after kanime")
+    parser.add_argument("--peer-work", default="/tmp/peer", help="the peer's WORK folder")
     parser.add_argument("--out", default="benchmarks/results/train_step.json")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -101,11 +127,14 @@ def main():
         results[entry] = run(backend, args.recipe, args.batch_size, args.steps, overrides)
         print(f"{entry}: median {results[entry]['median_step_s']:.2f} s/step "
               f"({time.time() - start:.0f} s in all)", flush=True)  # fmt: skip
-    if "tensorflow" in results and "jax" in results:
-        ratio = results["jax"]["median_step_s"] / results["tensorflow"]["median_step_s"]
-        results["jax_over_tensorflow"] = ratio
+    if args.peer:
+        start = time.time()
+        results["peer"] = run_peer(args.peer, args.peer_work)
+        print(f"peer: median {results['peer']['median_step_s']:.2f} s/step "
+              f"({time.time() - start:.0f} s in all)", flush=True)  # fmt: skip
     first = next(iter(results.values()))["median_step_s"]
-    ratios = {k: v["median_step_s"] / first for k, v in results.items() if isinstance(v, dict)}
+    ratios = {k: v["median_step_s"] / first for k, v in results.items()}
+    steps_per_hour = {k: 3600 / v["median_step_s"] for k, v in results.items()}
     report = {
         "what": "one TagGAN training step (D step with DRAGAN penalty, G step, EMA)",
         "recipe": args.recipe,
@@ -120,7 +149,13 @@ def main():
         "command": "python " + " ".join(sys.argv),
         "results": results,
         "ratios": ratios,
+        "steps_per_hour": steps_per_hour,
     }
+    if "peer" in results:
+        peer = results["peer"]["median_step_s"]
+        report["speedup_over_peer"] = {
+            k: peer / v["median_step_s"] for k, v in results.items() if k != "peer"
+        }
     write_result(args.out, report)
 
 

@@ -1,12 +1,14 @@
-"""One TagGAN training step split into its parts, on TensorFlow or JAX.
+"""One TagGAN training step split into its parts, on TensorFlow, JAX or PyTorch.
 
 Usage:
-    [KERAS_BACKEND=jax] python benchmarks/train_step_parts.py [--recipe recipes/getchu-paper.yaml]
-        [--batch-size 64] [--runs 3] [--out benchmarks/results/train_step_parts.json]
+    [KERAS_BACKEND=jax|torch] python benchmarks/train_step_parts.py
+        [--recipe recipes/getchu-paper.yaml] [--batch-size 64] [--runs 3]
+        [--out benchmarks/results/train_step_parts.json]
 
 The backend is Keras's (`KERAS_BACKEND`, TensorFlow when unset).
 
-Times, each compiled on its own (a `tf.function` on TensorFlow, `jax.jit` on JAX) on the same
+Times, each compiled on its own (a `tf.function` on TensorFlow, `jax.jit` on JAX; eager on
+PyTorch, as `kanime fit` runs it there) on the same
 batch and draws: the discriminator step without the DRAGAN penalty, the discriminator step
 with it (the penalty's cost is the difference), the generator step and the EMA update. These
 are the functions the backend's `train_step` is made of. The first call of each (tracing,
@@ -88,6 +90,31 @@ def jax_parts(gan, images, tags):
     return parts, jax.block_until_ready
 
 
+def torch_parts(gan, images, tags):
+    import torch
+
+    from kanime.training.backends import torch as steps
+
+    images, tags = torch.as_tensor(images), torch.as_tensor(tags)
+    with torch.no_grad():
+        noise = gan.draw(images, tags)
+    b = images.shape[0]
+
+    def ema():
+        with torch.no_grad():
+            steps.ema_step(gan, b)
+
+    parts = {
+        "discriminator_step_without_penalty": lambda: steps.discriminator_step(
+            gan, images, tags, noise, penalty=False
+        ),
+        "discriminator_step": lambda: steps.discriminator_step(gan, images, tags, noise),
+        "generator_step": lambda: steps.generator_step(gan, noise),
+        "ema_update": ema,
+    }
+    return parts, lambda out: None  # eager: each call has finished when it returns
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="recipes/getchu-paper.yaml")
@@ -102,7 +129,7 @@ def main():
     images = rng.uniform(-1, 1, (b, r, r, 3)).astype("float32")
     tags = recipe.vocabulary.sample(b, rng)
     backend = keras.backend.backend()
-    make = {"tensorflow": tensorflow_parts, "jax": jax_parts}[backend]
+    make = {"tensorflow": tensorflow_parts, "jax": jax_parts, "torch": torch_parts}[backend]
     parts, finish = make(gan, images, tags)
     results = {}
     for name, fn in parts.items():
