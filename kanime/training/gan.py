@@ -272,10 +272,14 @@ class TagGAN(keras.Model):
             return ops.cast(images, "float32")
         return dragan_points(images, noise["u"], noise["alpha"])
 
-    def discriminator_objective(self, real_out, fake_out, penalty_grads, real_tags):
-        """D loss = lambda_tag * L_tag(real) + lambda_adv * L_adv(D) + lambda_gp * L_gp."""
-        real_logit, real_tag_logits = real_out
-        fake_logit, _ = fake_out
+    def discriminator_objective(self, out, penalty_grads, real_tags):
+        """D loss = lambda_tag * L_tag(real) + lambda_adv * L_adv(D) + lambda_gp * L_gp.
+
+        `out` is D's `(logit, tag_logits)` on the real images followed by as many fakes.
+        """
+        logit, tag_logits = out
+        n = ops.shape(real_tags)[0]
+        real_logit, real_tag_logits, fake_logit = logit[:n], tag_logits[:n], logit[n:]
         d_tag = losses.tag_loss(real_tag_logits, real_tags, self.exclusive_groups)
         d_adv = losses.discriminator_adversarial_loss(real_logit, fake_logit)
         if self.penalty == "r1":

@@ -102,7 +102,6 @@ def discriminator_step(gan, g_values, d_values, d_opt_values, images, tags, nois
     G, D = gan.generator, gan.discriminator
     (g_train, g_fixed), (d_train, d_fixed) = g_values, d_values
     z, fake_tags = noise["z"], noise["fake_tags"]
-    n = images.shape[0]
     fake, g_fixed = G.stateless_call(g_train, g_fixed, [z, fake_tags], training=True)
     fake = jax.lax.stop_gradient(fake)
     x_hat = gan.penalty_points(images, noise)
@@ -119,10 +118,7 @@ def discriminator_step(gan, g_values, d_values, d_opt_values, images, tags, nois
             penalty_grads = penalty_gradients(lambda x: run_d(values, x)[0], x_hat)
         else:
             penalty_grads = jnp.zeros_like(x_hat)
-        logit, tag_logits = run_d(values, seen)
-        real_out = (logit[:n], tag_logits[:n])
-        fake_out = (logit[n:], tag_logits[n:])
-        loss, logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
+        loss, logs = gan.discriminator_objective(run_d(values, seen), penalty_grads, tags)
         return loss * scale, logs
 
     (_, logs), grads = jax.value_and_grad(objective, has_aux=True)(d_train)

@@ -81,17 +81,14 @@ def discriminator_step(gan, images, tags, noise, replicas=None, penalty=True):
     G, D = gan.generator, gan.discriminator
     fake = G([noise["z"], noise["fake_tags"]], training=True)
     x_hat = gan.penalty_points(images, noise, replicas.dragan_points)
-    n = tf.shape(images)[0]
     seen = tf.concat([gan.augment(images, noise, "real"), gan.augment(fake, noise, "fake")], 0)
     with tf.GradientTape() as tape:
         if penalty:
             penalty_grads = penalty_gradients(lambda x: D(x, training=True)[0], x_hat)
         else:
             penalty_grads = tf.zeros_like(x_hat)
-        logit, tag_logits = D(seen, training=True)
-        real_out = (logit[:n], tag_logits[:n])
-        fake_out = (logit[n:], tag_logits[n:])
-        d_loss, d_logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
+        out = D(seen, training=True)
+        d_loss, d_logs = gan.discriminator_objective(out, penalty_grads, tags)
         # Scaling is a no-op without loss scaling and on one device.
         d_loss = gan.d_optimizer.scale_loss(replicas.for_gradient(d_loss))
     d_grads = tape.gradient(d_loss, D.trainable_variables)

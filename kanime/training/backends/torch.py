@@ -55,16 +55,12 @@ def discriminator_step(gan, images, tags, noise, penalty=True):
     with torch.no_grad():  # the generator's batch norm statistics still move
         fake = G([noise["z"], noise["fake_tags"]], training=True)
         x_hat = gan.penalty_points(images, noise)
-    n = images.shape[0]
     seen = torch.cat([gan.augment(images, noise, "real"), gan.augment(fake, noise, "fake")], 0)
     if penalty:
         penalty_grads = penalty_gradients(lambda x: D(x, training=True)[0], x_hat)
     else:
         penalty_grads = torch.zeros_like(x_hat)
-    logit, tag_logits = D(seen, training=True)
-    real_out = (logit[:n], tag_logits[:n])
-    fake_out = (logit[n:], tag_logits[n:])
-    d_loss, d_logs = gan.discriminator_objective(real_out, fake_out, penalty_grads, tags)
+    d_loss, d_logs = gan.discriminator_objective(D(seen, training=True), penalty_grads, tags)
     grads = _gradients(gan.d_optimizer.scale_loss(d_loss), D.trainable_variables)
     with torch.no_grad():
         gan.d_optimizer.apply(grads, D.trainable_variables)
