@@ -48,7 +48,7 @@ def tensorflow_parts(gan, images, tags):
             lambda: steps.discriminator_step(gan, images, tags, noise)
         ),
         "generator_step": tf.function(lambda: steps.generator_step(gan, noise)),
-        "ema_update": tf.function(lambda: steps.ema_step(gan, b)),
+        "ema_update": tf.function(lambda: gan.update_ema(b)),
     }
 
     def finish(out):
@@ -102,7 +102,7 @@ def torch_parts(gan, images, tags):
 
     def ema():
         with torch.no_grad():
-            steps.ema_step(gan, b)
+            gan.update_ema(b)
 
     parts = {
         "discriminator_step_without_penalty": lambda: steps.discriminator_step(

@@ -504,6 +504,7 @@ def sweep(
     for i, variant in enumerate(expanded, 1):
         recipe = recipes[variant.name]
         run_dir = out_dir / variant.name
+        run = RunFolder(run_dir)
         label = f"[{i}/{len(expanded)}] {variant.name}"
         shown = "; ".join(variant.overrides) or "the recipe as it is"
         log(f"{label}: training to step {recipe.training.steps} ({shown}) in {run_dir}")
@@ -538,15 +539,15 @@ def sweep(
                 f"{took:.0f} s)")  # fmt: skip
 
         evaluation = None
-        if evaluating and RunFolder(run_dir).generator.is_file():
+        if evaluating and run.generator.is_file():
             evaluation = _cached_evaluation(run_dir, heldout, tagger, n, per_tag)
             if evaluation is None:
                 log(f"{label}: evaluating against {heldout}")
                 evaluation = evaluate(
-                    run_dir, heldout, n=n, tagger=tagger, out=RunFolder(run_dir).evaluation,
+                    run_dir, heldout, n=n, tagger=tagger, out=run.evaluation,
                     per_tag=per_tag, features="tagger", progress=progress,
                 )  # fmt: skip
-            row["evaluation"] = str(RunFolder(run_dir).evaluation / JSON_FILE)
+            row["evaluation"] = str(run.evaluation / JSON_FILE)
         elif evaluating:
             log(f"{label}: no generator.keras to evaluate")
         row.update(summarize(run_dir, evaluation, min_support, step=row["step"],

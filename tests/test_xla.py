@@ -37,7 +37,7 @@ def test_an_xla_step_equals_the_graph_step():
     def step():
         logs = steps.discriminator_step(gan, images, tags, noise)
         logs.update(steps.generator_step(gan, noise))
-        steps.ema_step(gan, 8)
+        gan.update_ema(8)
         return logs
 
     results = []

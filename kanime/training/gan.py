@@ -307,6 +307,14 @@ class TagGAN(keras.Model):
             return 0.0
         return 0.5 ** (ops.cast(batch_size, "float32") / self.ema_half_life_images)
 
+    def update_ema(self, batch_size):
+        """Moves the EMA generator towards the generator after a step of `batch_size`
+        images (the global batch): the stateful update of TensorFlow and PyTorch (call it
+        under `torch.no_grad()` there); JAX computes the same values functionally."""
+        beta = self.ema_decay(batch_size)
+        for w, e in self.ema_pairs():
+            e.assign(beta * e + (1.0 - beta) * w if w.trainable else w)
+
     def ema_pairs(self):
         """`(generator weight, EMA weight)` pairs; trainable ones are averaged, others copied."""
         pairs = list(zip(self.generator.weights, self.ema_generator.weights))

@@ -7,8 +7,14 @@ everything else in kanime is backend-neutral `keras.ops`.
 import importlib
 
 import keras
+from keras import ops
 
 SUPPORTED = ("tensorflow", "jax", "torch")
+
+
+def unpack(data):
+    """`(images, tags)` of a training batch, as float32 tensors."""
+    return ops.cast(data[0], "float32"), ops.cast(data[1], "float32")
 
 
 def backend_module():

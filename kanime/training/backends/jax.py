@@ -10,7 +10,8 @@ with `jax.grad` through `stateless_call`, applies each optimizer with
 import jax
 import jax.numpy as jnp
 import keras
-from keras import ops
+
+from kanime.training.backends import unpack
 
 
 def _pick(variables, values, wanted):
@@ -36,9 +37,7 @@ def penalty_gradients(logit_fn, x):
 
 def train_step(gan, state, data):
     trainable, non_trainable, optimizer_values, metric_values = state
-    images, tags = data[0], data[1]
-    images = ops.cast(images, "float32")
-    tags = ops.cast(tags, "float32")
+    images, tags = unpack(data)
     G, D = gan.generator, gan.discriminator
     all_trainable = gan.trainable_variables
     all_non_trainable = gan.non_trainable_variables

@@ -7,14 +7,9 @@ the global batch (`_Replicas`).
 """
 
 import tensorflow as tf
-from keras import ops
 
 from kanime.training import losses
-
-
-def _unpack(data):
-    images, tags = data[0], data[1]
-    return ops.cast(images, "float32"), ops.cast(tags, "float32")
+from kanime.training.backends import unpack
 
 
 def penalty_gradients(logit_fn, x):
@@ -64,12 +59,12 @@ class _Replicas:
 
 
 def train_step(gan, data):
-    images, tags = _unpack(data)
+    images, tags = unpack(data)
     replicas = _Replicas()
     noise = replicas.draw(gan, images, tags)
     d_logs = discriminator_step(gan, images, tags, noise, replicas)
     g_logs = generator_step(gan, noise, replicas)
-    ema_step(gan, tf.shape(images)[0] * replicas.count)
+    gan.update_ema(tf.shape(images)[0] * replicas.count)
     gan.steps_done.assign_add(1)
     return gan.update_metrics(replicas.mean({**d_logs, **g_logs}))
 
@@ -109,12 +104,3 @@ def generator_step(gan, noise, replicas=None):
     gan.g_optimizer.apply_gradients(zip(g_grads, G.trainable_variables))
     return g_logs
 
-
-def ema_step(gan, global_batch):
-    """Moves the EMA generator towards the generator, at the pace of the global batch."""
-    beta = gan.ema_decay(global_batch)
-    for w, e in gan.ema_pairs():
-        if w.trainable:
-            e.assign(beta * e + (1.0 - beta) * w)
-        else:
-            e.assign(w)

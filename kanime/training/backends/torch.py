@@ -5,20 +5,16 @@ Keras's torch trainer calls `train_step(data)` eagerly. Gradients are taken with
 with `.backward()`, so nothing accumulates in `.grad` between the two networks.
 The DRAGAN penalty's points are a fresh leaf, and its gradient keeps its graph
 (`create_graph=True`) so that the discriminator's loss can be differentiated
-through it again. Optimizer updates, the EMA and the step counter run under
-`torch.no_grad()`.
+through it again. Optimizer updates, the EMA (`TagGAN.update_ema`) and the step counter run
+under `torch.no_grad()`.
 
 `torch.compile` (Keras's `jit_compile=True` on this backend) does not support
 the double backward of the penalty: `TagGAN.compile` refuses it.
 """
 
 import torch
-from keras import ops
 
-
-def _unpack(data):
-    images, tags = data[0], data[1]
-    return ops.cast(images, "float32"), ops.cast(tags, "float32")
+from kanime.training.backends import unpack
 
 
 def _detached(logs):
@@ -37,13 +33,13 @@ def penalty_gradients(logit_fn, x):
 
 
 def train_step(gan, data):
-    images, tags = _unpack(data)
+    images, tags = unpack(data)
     with torch.no_grad():
         noise = gan.draw(images, tags)
     d_logs = discriminator_step(gan, images, tags, noise)
     g_logs = generator_step(gan, noise)
     with torch.no_grad():
-        ema_step(gan, images.shape[0])
+        gan.update_ema(images.shape[0])
         gan.steps_done.assign_add(1)
         return gan.update_metrics({**d_logs, **g_logs})
 
@@ -78,9 +74,3 @@ def generator_step(gan, noise):
         gan.g_optimizer.apply(grads, G.trainable_variables)
     return _detached(g_logs)
 
-
-def ema_step(gan, batch_size):
-    """Moves the EMA generator towards the generator (call under `torch.no_grad()`)."""
-    beta = gan.ema_decay(batch_size)
-    for w, e in gan.ema_pairs():
-        e.assign(beta * e + (1.0 - beta) * w if w.trainable else w)
